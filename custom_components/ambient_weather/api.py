@@ -1,0 +1,142 @@
+"""A thin client for the Ambient Weather REST API.
+
+It makes exactly one HTTP request per call and never sleeps: pacing belongs to the
+request queue. Errors are typed by cause, and their text never contains the API
+key or the application key, which the API wants in the query string.
+"""
+
+from datetime import datetime
+import json
+import math
+from typing import Any
+
+from aiohttp import ClientError, ClientResponse, ClientSession, ClientTimeout
+
+type Record = dict[str, Any]
+
+HISTORY_PAGE_LIMIT = 288
+REQUEST_TIMEOUT = ClientTimeout(total=30)
+
+
+class AmbientError(Exception):
+    """Base class for errors of the Ambient API."""
+
+
+class AmbientAuthError(AmbientError):
+    """The API key or the application key was refused."""
+
+
+class AmbientRateLimitError(AmbientError):
+    """The API answered 429: too many requests for a key."""
+
+
+class AmbientServerError(AmbientError):
+    """The API failed, timed out or could not be reached."""
+
+
+class AmbientResponseError(AmbientError):
+    """The API answered with something we cannot read."""
+
+
+class AmbientClient:
+    """Call the Ambient REST API for one account."""
+
+    def __init__(
+        self,
+        session: ClientSession,
+        api_key: str,
+        application_key: str,
+        origin: str,
+    ) -> None:
+        """Initialize the client."""
+        self._session = session
+        self._params = {"apiKey": api_key, "applicationKey": application_key}
+        self._origin = origin.rstrip("/")
+
+    async def devices(self) -> list[Record]:
+        """Return the account's stations, each with its latest record."""
+        devices = await self._get("/v1/devices", {})
+        for device in devices:
+            if not isinstance(device, dict) or not isinstance(
+                device.get("macAddress"), str
+            ):
+                raise AmbientResponseError("A device has no MAC address")
+        return devices
+
+    async def device_history(
+        self, mac: str, end: datetime, limit: int = HISTORY_PAGE_LIMIT
+    ) -> list[Record]:
+        """Return up to `limit` records at or before `end`, newest first."""
+        if not 2 <= limit <= HISTORY_PAGE_LIMIT:
+            # limit=1 often returns nothing at all (AMBIENT_API.md, section 3).
+            raise ValueError(f"limit must be 2..{HISTORY_PAGE_LIMIT}")
+        params = {"endDate": str(int(end.timestamp() * 1000)), "limit": str(limit)}
+        records = await self._get(f"/v1/devices/{mac}", params)
+        for record in records:
+            if not isinstance(record, dict) or not isinstance(
+                record.get("dateutc"), int
+            ):
+                raise AmbientResponseError("A record has no dateutc")
+        return records
+
+    async def _get(self, path: str, params: dict[str, str]) -> list[Any]:
+        """Send one GET request and return its JSON array."""
+        try:
+            async with self._session.get(
+                self._origin + path,
+                params=self._params | params,
+                timeout=REQUEST_TIMEOUT,
+            ) as response:
+                body = await response.text()
+                return _parse(response, body)
+        except TimeoutError:
+            raise AmbientServerError(f"Timed out requesting {path}") from None
+        except ClientError as err:
+            # aiohttp puts the URL, keys included, into some of its messages.
+            raise AmbientServerError(
+                f"Could not reach the API: {type(err).__name__}"
+            ) from None
+
+
+def _parse(response: ClientResponse, body: str) -> list[Any]:
+    """Return the JSON array of a response or raise the error it stands for."""
+    code = _error_code(body)
+    status = response.status
+    if status == 429 or code == "above-user-rate-limit":
+        raise AmbientRateLimitError("Rate limited by the API")
+    if code == "unknown-error" or status >= 500:
+        raise AmbientServerError(f"The API failed (HTTP {status}, {code or 'no code'})")
+    if code in ("date-invalid", "macAddress-missing"):
+        raise AmbientResponseError(f"The API refused the request ({code})")
+    if status in (401, 403) or code.endswith(("-invalid", "-missing")):
+        raise AmbientAuthError(f"The API refused the keys ({code or status})")
+    if status != 200 or code:
+        raise AmbientResponseError(f"Unexpected answer (HTTP {status}, {code})")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise AmbientResponseError("The API answered with invalid JSON") from None
+    if not isinstance(data, list):
+        raise AmbientResponseError("The API answered with something else than a list")
+    return data
+
+
+def _error_code(body: str) -> str:
+    """Return the `error` code of an error body, or an empty string."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    code = data.get("error") if isinstance(data, dict) else None
+    return code if isinstance(code, str) else ""
+
+
+def to_number(value: object) -> float | None:
+    """Return a finite number from an API value, which may be a string or null."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None

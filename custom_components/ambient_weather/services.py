@@ -1,0 +1,117 @@
+"""Actions of the Ambient Weather integration: start and cancel backfills."""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import probatio
+
+from homeassistant.const import ATTR_DEVICE_ID
+from homeassistant.core import HomeAssistant, ServiceCall, callback
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import config_validation as cv, device_registry as dr
+from homeassistant.util import dt as dt_util
+
+from .backfill import BackfillJob
+from .const import DOMAIN, SERVICE_BACKFILL
+from .coordinator import AmbientConfigEntry
+
+SERVICE_CANCEL_BACKFILL = "cancel_backfill"
+ATTR_DAYS = "days"
+ATTR_START = "start"
+ATTR_END = "end"
+
+_DEVICE_IDS = probatio.All(cv.ensure_list, [cv.string])
+BACKFILL_SCHEMA = probatio.All(
+    probatio.Schema(
+        {
+            probatio.Optional(ATTR_DEVICE_ID): _DEVICE_IDS,
+            probatio.Exclusive(ATTR_DAYS, "range"): probatio.All(
+                probatio.Coerce(int), probatio.Range(min=1, max=3650)
+            ),
+            probatio.Exclusive(ATTR_START, "range"): cv.datetime,
+            probatio.Optional(ATTR_END): cv.datetime,
+        }
+    ),
+    probatio.AtLeastOne(ATTR_DAYS, ATTR_START),
+)
+CANCEL_SCHEMA = probatio.Schema({probatio.Optional(ATTR_DEVICE_ID): _DEVICE_IDS})
+
+type _Station = tuple[AmbientConfigEntry, str, str]
+
+
+@callback
+def async_setup_services(hass: HomeAssistant) -> None:
+    """Register the integration's actions."""
+    hass.services.async_register(
+        DOMAIN, SERVICE_BACKFILL, _async_backfill, schema=BACKFILL_SCHEMA
+    )
+    hass.services.async_register(
+        DOMAIN, SERVICE_CANCEL_BACKFILL, _async_cancel, schema=CANCEL_SCHEMA
+    )
+
+
+async def _async_backfill(call: ServiceCall) -> None:
+    """Start a backfill job for each chosen station and return at once."""
+    start, end = _time_range(call.data)
+    stations = _stations(call.hass, call.data.get(ATTR_DEVICE_ID))
+    for entry, mac, _ in stations:
+        if mac in entry.runtime_data.backfills:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="backfill_running",
+                translation_placeholders={
+                    "station": entry.runtime_data.coordinator.data[mac].name
+                },
+            )
+    for entry, mac, device_id in stations:
+        job = BackfillJob(
+            call.hass, entry, mac=mac, device_id=device_id, start=start, end=end
+        )
+        entry.runtime_data.backfills[mac] = job
+        entry.async_create_background_task(
+            call.hass, job.async_run(), f"{DOMAIN} backfill {mac}"
+        )
+
+
+async def _async_cancel(call: ServiceCall) -> None:
+    """Cancel the running backfills of the chosen stations."""
+    for entry, mac, _ in _stations(call.hass, call.data.get(ATTR_DEVICE_ID)):
+        if (job := entry.runtime_data.backfills.get(mac)) is not None:
+            job.cancel()
+
+
+def _time_range(data: dict[str, Any]) -> tuple[datetime, datetime]:
+    """Return the UTC range a backfill call asks for."""
+    now = dt_util.utcnow()
+    end = dt_util.as_utc(data[ATTR_END]) if ATTR_END in data else now
+    if ATTR_DAYS in data:
+        start = end - timedelta(days=data[ATTR_DAYS])
+    else:
+        start = dt_util.as_utc(data[ATTR_START])
+    if start >= min(end, now):
+        raise ServiceValidationError(
+            translation_domain=DOMAIN, translation_key="invalid_range"
+        )
+    return start, min(end, now)
+
+
+def _stations(hass: HomeAssistant, device_ids: list[str] | None) -> list[_Station]:
+    """Return the loaded entry, MAC and device id of each chosen station."""
+    device_registry = dr.async_get(hass)
+    entries: list[AmbientConfigEntry] = hass.config_entries.async_loaded_entries(DOMAIN)
+    stations: list[_Station] = []
+    for entry in entries:
+        for mac in entry.runtime_data.coordinator.data:
+            device = device_registry.async_get_device(identifiers={(DOMAIN, mac)})
+            if device is not None:
+                stations.append((entry, mac, device.id))
+    if device_ids is None:
+        return stations
+    chosen = [station for station in stations if station[2] in device_ids]
+    if unknown := set(device_ids) - {station[2] for station in chosen}:
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="unknown_station",
+            translation_placeholders={"device_id": ", ".join(sorted(unknown))},
+        )
+    return chosen
