@@ -7,9 +7,10 @@ The first line written to stdout is the origin the server listens on.
 
 import argparse
 import asyncio
+from datetime import timedelta
 import logging
 import signal
-from datetime import timedelta
+import sys
 
 from .server import LocalAmbientServer
 
@@ -40,7 +41,8 @@ async def serve(args: argparse.Namespace) -> None:
         loop_span=timedelta(days=args.loop_days) if args.loop_days else None,
     )
     origin = await server.start(args.host, args.port)
-    print(origin, flush=True)
+    sys.stdout.write(origin + "\n")
+    sys.stdout.flush()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -18,13 +18,13 @@ a little over twelve weeks, so the copies overlap and the older copy gives way.
 At each seam `totalrainin` falls back to its first value, as after a console reset.
 """
 
-import functools
-import gzip
-import json
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+import functools
+import gzip
+import json
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,9 @@ class Timeline:
         newest_shifted = newest + shift
 
         # Each entry is (shifted dateutc, index into records), oldest first.
-        entries = [(record["dateutc"] + shift, i) for i, record in enumerate(records)]
+        entries: list[tuple[int, int]] = [
+            (record["dateutc"] + shift, i) for i, record in enumerate(records)
+        ]
         span_ms = int(loop_span.total_seconds() * 1000) if loop_span else 0
         while span_ms and newest_shifted - entries[0][0] < span_ms:
             shift -= LOOP_PERIOD_MS
@@ -103,8 +105,8 @@ class Timeline:
             ]
             entries = older + entries
 
-        self._times = [time for time, _ in entries]
-        self._sources = [index for _, index in entries]
+        self._times: list[int] = [time for time, _ in entries]
+        self._sources: list[int] = [index for _, index in entries]
 
     @property
     def oldest_ms(self) -> int:

@@ -17,14 +17,14 @@ Choices where Ambient's behaviour is not known:
 """
 
 import asyncio
-import json
-import logging
-import re
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+import json
+import logging
+import re
+import time
 from typing import Any
 
 from aiohttp import web

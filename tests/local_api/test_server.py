@@ -1,11 +1,11 @@
 """Tests for the local Ambient API server, over real HTTP on 127.0.0.1."""
 
 import asyncio
-import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+import json
+import logging
 from typing import Any
 
 import aiohttp

@@ -1,0 +1,1 @@
+"""Tests for the local Ambient API server."""
