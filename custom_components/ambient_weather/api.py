@@ -135,6 +135,8 @@ def to_number(value: object) -> float | None:
     """Return a finite number from an API value, which may be a string or null."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
+    if isinstance(value, int):
+        return value
     try:
         number = float(value)
     except ValueError:

@@ -138,13 +138,13 @@ class RequestQueue:
         name: str,
         budget: ApplicationKeyBudget | None = None,
         *,
-        spacing: float = MIN_SPACING,
+        spacing: float | None = None,
     ) -> None:
         """Initialize the queue; `name` labels it in logs and must not be a key."""
         self.name = name
         self.metrics = QueueMetrics()
         self._budget = budget or ApplicationKeyBudget()
-        self._spacing = spacing
+        self._spacing = MIN_SPACING if spacing is None else spacing
         self._pending: dict[Priority, deque[_Request]] = {p: deque() for p in Priority}
         self._requests: dict[Hashable, _Request] = {}
         self._wakeup = asyncio.Event()

@@ -102,7 +102,9 @@ def _stations(hass: HomeAssistant, device_ids: list[str] | None) -> list[_Statio
     stations: list[_Station] = []
     for entry in entries:
         for mac in entry.runtime_data.coordinator.data:
-            device = device_registry.async_get_device(identifiers={(DOMAIN, mac)})
+            device = device_registry.async_get_device_by_identifier(
+                (DOMAIN, mac), entry.entry_id
+            )
             if device is not None:
                 stations.append((entry, mac, device.id))
     if device_ids is None:

@@ -1,0 +1,1 @@
+"""Tests of the Ambient Weather integration and its tools."""

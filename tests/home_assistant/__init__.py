@@ -1,0 +1,1 @@
+"""Tests of the integration running in Home Assistant."""

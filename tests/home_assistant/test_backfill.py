@@ -1,0 +1,253 @@
+"""Tests for the backfill action: what it writes into long-term statistics."""
+
+from datetime import datetime, timedelta
+import math
+from typing import Any
+
+from aioresponses import CallbackResult, aioresponses
+import probatio
+import pytest
+from yarl import URL
+
+from homeassistant.components.recorder import get_instance
+from homeassistant.components.recorder.statistics import (
+    get_metadata,
+    statistics_during_period,
+)
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import entity_registry as er
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+)
+from pytest_homeassistant_custom_component.components.recorder.common import (
+    async_wait_recording_done,
+)
+
+from custom_components.ambient_weather.const import DOMAIN, EVENT_BACKFILL_FINISHED
+
+from .conftest import API_KEY, APPLICATION_KEY, HISTORY_URL, MAC
+
+MM_PER_INCH = 25.4
+
+
+def _celsius(fahrenheit: float) -> float:
+    """Convert as Home Assistant shows temperatures in a metric setup."""
+    return (fahrenheit - 32) * 5 / 9
+
+
+def _history(first_hour: datetime) -> list[dict[str, Any]]:
+    """Return two hours of 5-minute records, oldest first, with traps."""
+    # Hour one: temperature climbs 50..61 °F, rain 0.2 in, the wind swings
+    # around north (350° and 10°).
+    rain_one = [0, 0, 0, 0, 0, 0, 0.1, 0.1, 0.2, 0.2, 0.2, 0.2]
+    records: list[dict[str, Any]] = [
+        {
+            "tempf": 50 + i,
+            "dailyrainin": rain,
+            "winddir": 350 if i % 2 else 10,
+            "humidity": "55",
+        }
+        for i, rain in enumerate(rain_one)
+    ]
+    # Hour two: 68 °F; rain goes 0.2 -> 0.3, the console resets to 0.05, then
+    # 0.1. One record lost its outdoor sensor and one has a null.
+    rain_two = [0.3, 0.3, 0.05, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    records += [
+        {"tempf": 68, "dailyrainin": rain, "winddir": 90, "humidity": 60}
+        for rain in rain_two
+    ]
+    records[17] = {"tempinf": 70}
+    records[18]["tempf"] = None
+    start_ms = int(first_hour.timestamp() * 1000)
+    for i, record in enumerate(records):
+        record["dateutc"] = start_ms + i * 300_000
+    return records
+
+
+def _serve(records: list[dict[str, Any]]) -> Any:
+    """Answer history requests as Ambient does: newest first, up to endDate."""
+
+    def callback(url: URL, **kwargs: Any) -> CallbackResult:
+        end = int(kwargs["params"]["endDate"])
+        limit = int(kwargs["params"]["limit"])
+        page = sorted(
+            (r for r in records if r["dateutc"] <= end),
+            key=lambda r: r["dateutc"],
+            reverse=True,
+        )
+        return CallbackResult(payload=page[:limit])
+
+    return callback
+
+
+def _entity_id(hass: HomeAssistant, field: str) -> str:
+    """Return the entity id of a station field."""
+    entity_id = er.async_get(hass).async_get_entity_id(
+        "sensor", DOMAIN, f"{MAC}_{field}"
+    )
+    assert entity_id is not None
+    return entity_id
+
+
+async def _statistics(
+    hass: HomeAssistant, start: datetime, entity_ids: set[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Return the hourly statistics rows of some entities from `start` on."""
+    return await get_instance(hass).async_add_executor_job(
+        statistics_during_period,
+        hass,
+        start,
+        None,
+        entity_ids,
+        "hour",
+        None,
+        {"mean", "min", "max", "state", "sum"},
+    )
+
+
+async def test_backfill_writes_hourly_statistics(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_api: aioresponses,
+) -> None:
+    """Two hours of records become two rows per sensor, computed by hand here."""
+    first_hour = dt_util.utcnow().replace(minute=0, second=0, microsecond=0)
+    first_hour -= timedelta(hours=4)
+    mock_api.get(HISTORY_URL, callback=_serve(_history(first_hour)), repeat=True)
+    events = async_capture_events(hass, EVENT_BACKFILL_FINISHED)
+
+    await hass.services.async_call(DOMAIN, "backfill", {"days": 1}, blocking=True)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await async_wait_recording_done(hass)
+
+    assert len(events) == 1
+    event = events[0].data
+    assert event["status"] == "completed"
+    assert event["mac"] == MAC
+    assert event["records"] == 24
+    assert event["hours"] == 2
+
+    temperature = _entity_id(hass, "tempf")
+    rain = _entity_id(hass, "dailyrainin")
+    wind = _entity_id(hass, "winddir")
+    humidity = _entity_id(hass, "humidity")
+    stats = await _statistics(
+        hass, first_hour - timedelta(hours=1), {temperature, rain, wind, humidity}
+    )
+    second_hour = first_hour + timedelta(hours=1)
+    starts = [first_hour.timestamp(), second_hour.timestamp()]
+
+    assert [row["start"] for row in stats[temperature]] == starts
+    one, two = stats[temperature]
+    assert one["mean"] == pytest.approx(_celsius(55.5))
+    assert one["min"] == pytest.approx(_celsius(50))
+    assert one["max"] == pytest.approx(_celsius(61))
+    assert two["mean"] == pytest.approx(_celsius(68))
+
+    # Hour one gains 0.2 in. Hour two gains 0.1 in, then the reset to 0.05
+    # counts from zero, then 0.05 more: 0.2 in. Sums end at zero, where the
+    # recorder's own sums will start.
+    one, two = stats[rain]
+    assert one["state"] == pytest.approx(0.2 * MM_PER_INCH)
+    assert two["state"] == pytest.approx(0.1 * MM_PER_INCH)
+    assert two["sum"] == pytest.approx(0.0)
+    assert one["sum"] == pytest.approx(-0.2 * MM_PER_INCH)
+
+    one, two = stats[wind]
+    assert math.cos(math.radians(one["mean"])) == pytest.approx(1.0)
+    assert two["mean"] == pytest.approx(90)
+
+    one, two = stats[humidity]
+    assert one["mean"] == pytest.approx(55)
+    assert two["mean"] == pytest.approx(60)
+
+
+async def test_backfill_metadata_matches_the_recorder(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_api: aioresponses,
+) -> None:
+    """Imported statistics carry the unit, unit class and mean type of the entity."""
+    first_hour = dt_util.utcnow().replace(minute=0, second=0, microsecond=0)
+    mock_api.get(
+        HISTORY_URL,
+        callback=_serve(_history(first_hour - timedelta(hours=3))),
+        repeat=True,
+    )
+    await hass.services.async_call(DOMAIN, "backfill", {"days": 1}, blocking=True)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await async_wait_recording_done(hass)
+
+    ids = {_entity_id(hass, f) for f in ("tempf", "dailyrainin", "winddir")}
+    metadata = await get_instance(hass).async_add_executor_job(
+        lambda: get_metadata(hass, statistic_ids=ids)
+    )
+    temperature = metadata[_entity_id(hass, "tempf")][1]
+    assert temperature["unit_of_measurement"] == "°C"
+    assert temperature["unit_class"] == "temperature"
+    assert temperature["mean_type"] == 1
+    assert temperature["source"] == "recorder"
+    rain = metadata[_entity_id(hass, "dailyrainin")][1]
+    assert rain["has_sum"] is True
+    assert rain["unit_of_measurement"] == "mm"
+    assert rain["unit_class"] == "distance"
+    assert metadata[_entity_id(hass, "winddir")][1]["mean_type"] == 2
+
+
+@pytest.mark.usefixtures("init_integration")
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"days": 0}, "at least 1"),
+        ({"days": 3651}, "at most 3650"),
+        ({}, "at least one of"),
+        ({"days": 2, "start": "2026-01-01T00:00:00"}, "exclusion"),
+    ],
+)
+async def test_backfill_rejects_bad_fields(
+    hass: HomeAssistant, data: dict[str, Any], reason: str
+) -> None:
+    """Fields out of range or in conflict are refused by the schema."""
+    with pytest.raises(probatio.Invalid, match=reason):
+        await hass.services.async_call(DOMAIN, "backfill", data, blocking=True)
+
+
+@pytest.mark.usefixtures("init_integration")
+@pytest.mark.parametrize(
+    ("data", "translation_key"),
+    [
+        ({"start": "2999-01-01T00:00:00"}, "invalid_range"),
+        ({"days": 1, "device_id": "not-a-station"}, "unknown_station"),
+    ],
+)
+async def test_backfill_rejects_bad_requests(
+    hass: HomeAssistant, data: dict[str, Any], translation_key: str
+) -> None:
+    """A range in the future or an unknown station is refused with a reason."""
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(DOMAIN, "backfill", data, blocking=True)
+    assert err.value.translation_key == translation_key
+
+
+async def test_backfill_outage_fails_the_job_without_leaking_keys(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_api: aioresponses,
+) -> None:
+    """A 503 from the API ends the job as failed, with a reason and no key."""
+    mock_api.get(HISTORY_URL, status=503, body="<html>nginx</html>", repeat=True)
+    events = async_capture_events(hass, EVENT_BACKFILL_FINISHED)
+
+    await hass.services.async_call(DOMAIN, "backfill", {"days": 3}, blocking=True)
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+    assert len(events) == 1
+    event = events[0].data
+    assert event["status"] == "failed"
+    assert "HTTP 503" in event["error"]
+    assert API_KEY not in str(event)
+    assert APPLICATION_KEY not in str(event)
+    assert event["records"] == 0

@@ -1,0 +1,62 @@
+"""Tests for setting up and unloading Ambient Weather."""
+
+from aioresponses import aioresponses
+import pytest
+
+from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
+from homeassistant.core import HomeAssistant
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.ambient_weather.queues import DATA_QUEUES
+
+from .conftest import DEVICES_URL
+
+
+async def test_setup_and_unload(
+    hass: HomeAssistant, init_integration: MockConfigEntry
+) -> None:
+    """Loading starts the account's queue; unloading stops it."""
+    assert init_integration.state is ConfigEntryState.LOADED
+    queue = init_integration.runtime_data.queue
+    assert queue.running
+    assert queue.metrics.sent == 1
+
+    await hass.config_entries.async_unload(init_integration.entry_id)
+    await hass.async_block_till_done()
+
+    assert init_integration.state is ConfigEntryState.NOT_LOADED
+    assert not queue.running
+    assert not hass.data[DATA_QUEUES].queues
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "state"),
+    [
+        (503, "<html>nginx</html>", ConfigEntryState.SETUP_RETRY),
+        (401, '{"error":"unknown-error"}', ConfigEntryState.SETUP_RETRY),
+        (401, '{"error":"apiKey-invalid"}', ConfigEntryState.SETUP_ERROR),
+    ],
+)
+async def test_setup_failures(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    status: int,
+    body: str,
+    state: ConfigEntryState,
+) -> None:
+    """Outages retry later; refused keys stop and ask for new ones."""
+    mock_config_entry.add_to_hass(hass)
+    with aioresponses() as mocked:
+        mocked.get(DEVICES_URL, status=status, body=body, repeat=True)
+        await hass.config_entries.async_setup(mock_config_entry.entry_id)
+        await hass.async_block_till_done()
+
+    assert mock_config_entry.state is state
+    reauth = [
+        flow
+        for flow in hass.config_entries.flow.async_progress()
+        if flow["context"]["source"] == SOURCE_REAUTH
+    ]
+    assert len(reauth) == (state is ConfigEntryState.SETUP_ERROR)
+    # A failed setup lets go of the queue it took.
+    assert not hass.data[DATA_QUEUES].queues
