@@ -1,0 +1,1 @@
+"""Demo: Home Assistant with the ambient_weather integration against a local API."""
