@@ -1,4 +1,10 @@
-"""Share one request queue per API key across config entries and flows."""
+"""Share one request queue per API key across config entries and flows.
+
+A queue is stopped when its last user lets go, but never forgotten: when the key
+is used again the same queue starts again, still knowing when it last sent a
+request and whether it was backing off, so a config flow followed at once by
+the entry's first poll keeps the spacing the API demands.
+"""
 
 from dataclasses import dataclass, field
 import hashlib
@@ -44,23 +50,23 @@ def async_acquire_queue(
         hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _async_stop_all)
 
     label = key_label(api_key)
-    if (queue := registry.queues.get(label)) is None or not queue.running:
+    if (queue := registry.queues.get(label)) is None:
         budget = registry.budgets.setdefault(
             key_label(application_key), ApplicationKeyBudget()
         )
         queue = registry.queues[label] = RequestQueue(f"key {label}", budget)
+    if not queue.running:
         queue.start()
     registry.users[label] = registry.users.get(label, 0) + 1
     return queue
 
 
 async def async_release_queue(hass: HomeAssistant, queue: RequestQueue) -> None:
-    """Stop a queue when its last user lets go of it."""
+    """Stop a queue when its last user lets go of it; keep it for the next."""
     registry = hass.data[DATA_QUEUES]
     label = next((k for k, q in registry.queues.items() if q is queue), None)
     if label is None:
         return
     registry.users[label] -= 1
     if registry.users[label] == 0:
-        del registry.queues[label], registry.users[label]
         await queue.async_stop()

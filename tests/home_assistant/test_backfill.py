@@ -83,10 +83,10 @@ def _serve(records: list[dict[str, Any]]) -> Any:
     return callback
 
 
-def _entity_id(hass: HomeAssistant, field: str) -> str:
+def _entity_id(hass: HomeAssistant, field: str, mac: str = MAC) -> str:
     """Return the entity id of a station field."""
     entity_id = er.async_get(hass).async_get_entity_id(
-        "sensor", DOMAIN, f"{MAC}_{field}"
+        "sensor", DOMAIN, f"{mac}_{field}"
     )
     assert entity_id is not None
     return entity_id

