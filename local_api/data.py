@@ -84,19 +84,21 @@ class Timeline:
         now_ms: int,
         loop_span: timedelta | None = None,
     ) -> None:
-        """Shift the records to end just after `now_ms`, repeated over `loop_span`."""
+        """Shift the records to end just after `now_ms`; repeat them over `loop_span`.
+
+        With `loop_span`, records reach at least that far back from `now_ms`.
+        """
         self._records = records
         newest = records[-1]["dateutc"]
         weeks = max(0, -(-(now_ms - newest) // WEEK_MS))
         shift = weeks * WEEK_MS
-        newest_shifted = newest + shift
 
         # Each entry is (shifted dateutc, index into records), oldest first.
         entries: list[tuple[int, int]] = [
             (record["dateutc"] + shift, i) for i, record in enumerate(records)
         ]
         span_ms = int(loop_span.total_seconds() * 1000) if loop_span else 0
-        while span_ms and newest_shifted - entries[0][0] < span_ms:
+        while span_ms and now_ms - entries[0][0] < span_ms:
             shift -= LOOP_PERIOD_MS
             older = [
                 (record["dateutc"] + shift, i)

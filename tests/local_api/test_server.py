@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from itertools import pairwise
 import json
 import logging
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from local_api import LocalAmbientServer, load_records
+from local_api import LocalAmbientServer, Timeline, load_records
 from local_api.data import WEEK_MS, iso_utc
 
 pytestmark = pytest.mark.usefixtures("socket_enabled")
@@ -286,12 +287,29 @@ async def test_loop_span_repeats_the_recording_back_a_year(
 
     _, records, _ = await api.get(HISTORY, endDate=str(end), limit="288")
 
-    assert timeline.newest_ms - timeline.oldest_ms >= 365 * 24 * 3600 * 1000
+    assert NOW * 1000 - timeline.oldest_ms >= 365 * 24 * 3600 * 1000
     assert len(records) == 288
     times = dateutcs(records)
     assert times == sorted(times, reverse=True)
     assert all((t - OLDEST_RECORDED_MS) % 60_000 == 0 for t in times)
     assert times[0] - times[-1] < 2 * 24 * 3600 * 1000
+
+
+def test_loop_copies_join_without_overlap_or_gap() -> None:
+    """Across the seam between two copies, time runs on in ~5-minute steps."""
+    now_ms = int(NOW * 1000)
+    timeline = Timeline(load_records(), now_ms=now_ms, loop_span=timedelta(days=120))
+    single = Timeline(load_records(), now_ms=now_ms)
+    seam = single.oldest_ms
+
+    records = timeline.page(seam + 3600_000, 288)
+
+    times = dateutcs(records)
+    assert timeline.oldest_ms < seam
+    assert seam in times
+    assert all(newer > older for newer, older in pairwise(times))
+    assert max(newer - older for newer, older in pairwise(times)) <= 10 * 60_000
+    assert records[-1]["totalrainin"] > records[0]["totalrainin"]
 
 
 @pytest.mark.parametrize(
