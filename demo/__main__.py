@@ -135,6 +135,9 @@ class Demo:
             DEMO_DIR / "config", DEMO_DIR / "home-assistant.out"
         )
         self.client = HomeAssistantClient(session, f"http://127.0.0.1:{args.port}")
+        self.outcome: Outcome | None = None
+        self.failure: str | None = None
+        self._hass_started = asyncio.Event()
 
     async def start(self) -> None:
         """Start the local API and Home Assistant, then onboard and add the entry."""
@@ -145,6 +148,7 @@ class Demo:
             self.hass.config_dir, port=self.args.port, integration=INTEGRATION
         )
         await self.hass.start({"AMBIENT_WEATHER_API_URL": origin})
+        self._hass_started.set()
         say(f"Home Assistant starting, config in {self.hass.config_dir}")
         if not frontend_available():
             say("  (home-assistant-frontend is not installed: REST and websocket only)")
@@ -169,20 +173,19 @@ class Demo:
         )
 
     async def _until_up(self) -> None:
-        """Wait for Home Assistant's HTTP API, failing early if it exits."""
-        up = asyncio.create_task(self._until_answering())
-        exited = asyncio.create_task(self.hass.wait())
-        await asyncio.wait({up, exited}, return_when=asyncio.FIRST_COMPLETED)
-        if not up.done():
-            up.cancel()
-            raise DemoError(f"Home Assistant exited with code {exited.result()}")
-        exited.cancel()
-        up.result()
-
-    async def _until_answering(self) -> None:
         """Wait, within the startup timeout, for the HTTP API to answer."""
         async with asyncio.timeout(STARTUP_TIMEOUT):
             await self.client.wait_until_up()
+
+    async def watch_hass(self, steps: asyncio.Task[None]) -> None:
+        """Stop the steps when Home Assistant exits; before the report, as a failure."""
+        await self._hass_started.wait()
+        code = await self.hass.wait()
+        if self.outcome is None:
+            self.failure = f"Home Assistant exited with code {code}"
+        else:
+            say(f"Home Assistant exited with code {code}")
+        steps.cancel()
 
     async def _add_entry(self) -> None:
         """Run the config flow with the demo keys and wait for the entry to load."""
@@ -329,19 +332,6 @@ async def report(demo: Demo) -> Outcome:
     )
 
 
-async def wait_for_stop(demo: Demo) -> None:
-    """Wait for Ctrl-C or SIGTERM, or for Home Assistant to exit by itself."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    stopped = asyncio.create_task(stop.wait())
-    exited = asyncio.create_task(demo.hass.wait())
-    await asyncio.wait({stopped, exited}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    exited.cancel()
-
-
 async def run(args: argparse.Namespace) -> int:
     """Run the demo and return the process exit code."""
     if not port_is_free(args.port):
@@ -358,35 +348,51 @@ async def run(args: argparse.Namespace) -> int:
 
     async with aiohttp.ClientSession() as session:
         demo = Demo(args, session)
+        steps = asyncio.create_task(run_steps(demo, args))
+        watchdog = asyncio.create_task(demo.watch_hass(steps))
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, steps.cancel)
         try:
-            outcome = await run_steps(demo, args)
+            await steps
+        except asyncio.CancelledError:
+            if demo.failure is None and demo.outcome is None:
+                say("demo: interrupted")
+                return 130
         except (DemoError, TimeoutError) as err:
-            say(f"demo: failed: {err or 'timed out'}")
-            say(f"Home Assistant output ({demo.hass.output}), last lines:")
-            say(demo.hass.log_tail())
-            return 1
+            demo.failure = str(err) or "timed out"
         finally:
+            watchdog.cancel()
             say("Stopping Home Assistant and the local API")
             await demo.stop()
 
-    if problems := outcome.problems():
-        verdict = "check failed" if args.check else "problems seen"
-        say(f"demo: {verdict}: " + "; ".join(problems))
+    return verdict(demo, check=args.check)
+
+
+def verdict(demo: Demo, *, check: bool) -> int:
+    """Print how the run went and return the exit code."""
+    if demo.failure is not None or demo.outcome is None:
+        say(f"demo: failed: {demo.failure}")
+        say(f"Home Assistant output ({demo.hass.output}), last lines:")
+        say(demo.hass.log_tail())
         return 1
-    say("demo: check passed" if args.check else "demo: done")
+    if problems := demo.outcome.problems():
+        label = "check failed" if check else "problems seen"
+        say(f"demo: {label}: " + "; ".join(problems))
+        return 1
+    say("demo: check passed" if check else "demo: done")
     return 0
 
 
-async def run_steps(demo: Demo, args: argparse.Namespace) -> Outcome:
-    """Set everything up, report, and in interactive mode wait for Ctrl-C."""
+async def run_steps(demo: Demo, args: argparse.Namespace) -> None:
+    """Set everything up and report; in interactive mode then wait to be stopped."""
     await demo.start()
-    outcome = await report(demo)
+    demo.outcome = await report(demo)
     if not args.check:
         say()
         say(f"Home Assistant runs at {demo.client.origin}")
         say(f"Log in as {USERNAME!r} with password {PASSWORD!r}. Ctrl-C stops it.")
-        await wait_for_stop(demo)
-    return outcome
+        await asyncio.Event().wait()
 
 
 def main() -> None:

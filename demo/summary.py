@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 import math
 from typing import Any
 
@@ -103,8 +104,11 @@ def summarize_rows(
     """Reduce hourly statistic rows to a count and a low/high pair."""
     has_sum = bool(statistic.get("has_sum"))
     if has_sum:
-        values = [row["change"] for row in rows if row.get("change") is not None]
-        label = "hourly change"
+        # Differences of consecutive sums; the recorder's own "change" of the
+        # first row compares against whatever sum came before the range.
+        sums = [row["sum"] for row in rows if row.get("sum") is not None]
+        values = [later - earlier for earlier, later in pairwise(sums)]
+        label = "hourly increase"
     else:
         values = [row[key] for row in rows for key in ("min", "max") if row.get(key)]
         label = "hourly min/max"
