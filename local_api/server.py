@@ -4,7 +4,8 @@ It serves `GET /v1/devices` and `GET /v1/devices/{macAddress}` from recorded
 stations (see `data.py`), checks keys and rate limits the way Ambient does (see
 `limits.py`), and lets tests inject faults and delays. Each request is checked in
 this order: injected fault, missing or unknown key (401), rate limit (429), then
-the data. Every request is logged, with keys reduced to a short tag.
+the data. Injected faults do not count toward the rate limits, and neither do
+401s. Every request is logged, with keys reduced to a short tag.
 
 Choices where Ambient's behaviour is not known:
 

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from local_api import LocalAmbientServer, Timeline, load_records
+from local_api import LocalAmbientServer, Station, Timeline, load_records, station_a
 from local_api.data import WEEK_MS, iso_utc
 
 pytestmark = pytest.mark.usefixtures("socket_enabled")
@@ -134,6 +134,26 @@ async def test_devices_lists_station_a_with_its_newest_visible_record(
     assert NOW * 1000 - 10 * 60_000 <= last["dateutc"] <= NOW * 1000
     assert last["date"] == iso_utc(last["dateutc"])
     assert {"baromrelin", "tempinf", "humidityin"} <= last.keys()
+
+
+async def test_devices_lists_one_entry_per_station(make_api: ApiFactory) -> None:
+    """With two stations, /v1/devices has two devices, each with its own MAC."""
+    second = Station(
+        mac_address="00:0E:C6:20:0A:02",
+        name="Station B",
+        location="Second copy",
+        tz="America/Chicago",
+        records=load_records(),
+    )
+    api = await make_api(stations=[station_a(), second], enforce_rate_limits=False)
+
+    _, devices, _ = await api.get("/v1/devices")
+    _, records, _ = await api.get("/v1/devices/00:0e:c6:20:0a:02", limit="3")
+
+    assert [device["macAddress"] for device in devices] == [MAC, second.mac_address]
+    assert [device["info"]["name"] for device in devices] == ["Station A", "Station B"]
+    assert devices[1]["lastData"]["tz"] == "America/Chicago"
+    assert len(records) == 3
 
 
 async def test_history_is_newest_first_with_288_by_default(api: Api) -> None:
