@@ -1,10 +1,12 @@
 """The Ambient Weather integration."""
 
-from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
+from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.start import async_at_started
 from homeassistant.helpers.typing import ConfigType
 
+from .backfill import BackfillManager
 from .const import DOMAIN
 from .coordinator import (
     AmbientConfigEntry,
@@ -39,9 +41,38 @@ async def async_setup_entry(hass: HomeAssistant, entry: AmbientConfigEntry) -> b
         await async_release_queue(hass, queue)
         raise
 
-    entry.runtime_data = AmbientRuntimeData(client, queue, coordinator)
+    backfill = BackfillManager(hass, entry)
+    await backfill.async_load()
+    entry.runtime_data = AmbientRuntimeData(client, queue, coordinator, backfill)
 
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+
+    # Resume interrupted backfills and fill a gap since the last poll once Home
+    # Assistant runs; from then on, every successful poll checks for a gap.
+    @callback
+    def _async_started(_: HomeAssistant) -> None:
+        """Resume backfills and watch the polls."""
+        backfill.async_resume()
+        backfill.async_poll_succeeded()
+
+        @callback
+        def _async_polled() -> None:
+            """Look for a gap after each successful poll."""
+            if coordinator.last_update_success:
+                backfill.async_poll_succeeded()
+
+        entry.async_on_unload(coordinator.async_add_listener(_async_polled))
+
+    entry.async_on_unload(async_at_started(hass, _async_started))
+
+    @callback
+    def _async_stopping(_: Event) -> None:
+        """Stop the backfills; they resume at the next start."""
+        backfill.async_stop()
+
+    entry.async_on_unload(
+        hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _async_stopping)
+    )
 
     return True
 
@@ -49,8 +80,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: AmbientConfigEntry) -> b
 async def async_unload_entry(hass: HomeAssistant, entry: AmbientConfigEntry) -> bool:
     """Unload a config entry, stopping its backfills and releasing its queue."""
     runtime = entry.runtime_data
-    for job in list(runtime.backfills.values()):
-        job.cancel()
+    runtime.backfill.async_stop()
     if unloaded := await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
         await async_release_queue(hass, runtime.queue)
     return unloaded

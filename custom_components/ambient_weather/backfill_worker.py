@@ -1,26 +1,29 @@
-"""Backfill: fill a station's long-term statistics with its past.
+"""The backfill worker: one station's history into long-term statistics.
 
-A job runs in an executor thread. It reaches the Ambient API only through the
+A worker runs in an executor thread. It reaches the Ambient API only through the
 request queue's thread-safe bridge, so it shares the account's rate limit with
 everything else, and it reaches Home Assistant only by handing coroutines to the
 event loop: reads of the recorder go through the recorder's executor, imports
-through the recorder's own statistics API. Every wait on the loop has a timeout,
-so a job can never hang on a loop that stopped.
+through the recorder's own statistics API, in one batch per page. Every wait has
+a timeout, so a worker never hangs on a loop that stopped.
 
 Statistics go under each sensor's own statistic_id. The recorder compiles those
-too, so a job writes only hours that the recorder will never compile (before the
-entity existed) or has compiled already (which the import overwrites); never the
-current hour nor one whose compile is pending. The sums of counters are laid so
-that they end where the recorder's own sums stand, and the recorder's next
-compile continues without a step.
+too, so a worker writes only hours that the recorder will never compile (before
+the entity existed) or has compiled already (which the import overwrites, as it
+must after hours compiled from stale states while Home Assistant was down); never
+the current hour nor one whose compile is pending. Counters' sums are laid
+backwards from the recorder's own sum at the first hour left to it, so every
+imported hour's change is that hour's rain and the recorder continues without a
+step.
 """
 
 import asyncio
-from collections.abc import Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
+import math
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homeassistant.components.recorder import get_instance
 from homeassistant.components.recorder.models import (
@@ -40,10 +43,15 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.util import dt as dt_util
 
-from .api import HISTORY_PAGE_LIMIT
-from .const import DOMAIN, EVENT_BACKFILL_FINISHED, LOGGER
-from .coordinator import AmbientConfigEntry
-from .request_queue import Priority
+from .api import (
+    HISTORY_PAGE_LIMIT,
+    AmbientRateLimitError,
+    AmbientResponseError,
+    AmbientServerError,
+    Record,
+)
+from .const import DOMAIN
+from .request_queue import Priority, QueueTimeoutError
 from .sensor import SENSORS, AmbientSensorEntityDescription
 from .statistics import (
     AngleHour,
@@ -54,9 +62,16 @@ from .statistics import (
     MeasurementHour,
 )
 
-# How long the thread waits for one answer from the loop or the queue; far more
+if TYPE_CHECKING:
+    from .coordinator import AmbientRuntimeData
+
+# How long the thread waits for one answer from the loop or the queue: far more
 # than a page takes, even behind a rate-limit backoff.
 BRIDGE_TIMEOUT = 300.0
+# Pauses before retrying a page the API failed to serve.
+PAGE_RETRY_DELAYS = (5.0, 15.0, 45.0, 120.0)
+EMPTY_PAGE_PROBES = 7
+STATISTICS_LOOKBACK_DAYS = 3650
 HOUR = timedelta(hours=1)
 
 _KINDS = {
@@ -76,6 +91,46 @@ class BackfillCancelledError(Exception):
 
 
 @dataclass(kw_only=True)
+class BackfillState:
+    """Where a job stands; saved after every page, so a restart resumes it."""
+
+    mac: str
+    device_id: str
+    start: datetime
+    end: datetime
+    # Hours at or after `resume_end` are done; `sums` are the counters' sums
+    # there, where the hours still to import must end.
+    resume_end: datetime
+    sums: dict[str, float] | None = None
+    pages_done: int = 0
+    records: int = 0
+    hours: int = 0
+    gap_fill: bool = False
+
+    @property
+    def pages_total(self) -> int:
+        """Return the pages the job needs: one per day of history."""
+        days = (self.end - self.start) / timedelta(days=1)
+        return max(self.pages_done, math.ceil(days) + 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the state as JSON-ready data."""
+        data = asdict(self)
+        for key in ("start", "end", "resume_end"):
+            data[key] = data[key].isoformat()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackfillState:
+        """Return the state saved by `as_dict`."""
+        times = {
+            key: dt_util.parse_datetime(data[key], raise_on_error=True)
+            for key in ("start", "end", "resume_end")
+        }
+        return cls(**(data | times))
+
+
+@dataclass(kw_only=True)
 class _Target:
     """Where one field's statistics go."""
 
@@ -89,95 +144,84 @@ class _Target:
     running_sum: float = 0.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class BackfillResult:
-    """What a finished job did."""
-
-    records: int
-    hours: int
-    skipped: list[str]
-
-
-class BackfillJob:
-    """Backfill one station over one time range."""
+class BackfillWorker:
+    """Fetch, summarise and import one station's history; runs in a thread."""
 
     def __init__(
         self,
         hass: HomeAssistant,
-        entry: AmbientConfigEntry,
-        *,
-        mac: str,
-        device_id: str,
-        start: datetime,
-        end: datetime,
+        runtime: AmbientRuntimeData,
+        state: BackfillState,
+        cancel: threading.Event,
+        report: Callable[[BackfillState], None],
     ) -> None:
-        """Initialize the job for the hours in [start, end)."""
+        """Initialize the worker; `report` receives a copy after every page."""
         self.hass = hass
-        self.entry = entry
-        self.mac = mac
-        self.device_id = device_id
-        self.start = start.replace(minute=0, second=0, microsecond=0)
-        self.end = end.replace(minute=0, second=0, microsecond=0)
-        self._cancel = threading.Event()
-        self._records = 0
-        self._hours = 0
+        self._client = runtime.client
+        self._queue = runtime.queue
+        self.state = state
+        self._cancel = cancel
+        self._report = report
 
-    def cancel(self) -> None:
-        """Ask the job to stop after the page in flight."""
-        self._cancel.set()
-
-    async def async_run(self) -> None:
-        """Run the job in an executor thread and announce how it ended."""
-        event: dict[str, Any] = {
-            "device_id": self.device_id,
-            "mac": self.mac,
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat(),
-        }
-        try:
-            result = await self.hass.async_add_executor_job(self._run)
-        except BackfillCancelledError:
-            event["status"] = "cancelled"
-        except Exception as err:  # noqa: BLE001
-            # A job must always end with an event, whatever stopped it.
-            LOGGER.debug("Backfill of %s failed", self.mac, exc_info=True)
-            event |= {"status": "failed", "error": str(err) or type(err).__name__}
-        else:
-            event["status"] = "completed"
-            event["skipped"] = result.skipped
-        finally:
-            self.entry.runtime_data.backfills.pop(self.mac, None)
-        event |= {"records": self._records, "hours": self._hours}
-        self.hass.bus.async_fire(EVENT_BACKFILL_FINISHED, event)
-
-    def _run(self) -> BackfillResult:
-        """Fetch, summarise and import, page by page; runs in a worker thread."""
-        targets, skipped = self._bridge(self._async_targets())
-        folder = HourlyStatistics(
-            {t.key: t.kind for t in targets}, self.start, self.end
+    def run(self) -> None:
+        """Page back from the checkpoint to the start, importing as hours finish."""
+        state = self.state
+        targets = self._bridge(
+            _async_targets(self.hass, state.mac, state.resume_end, state.sums)
         )
-        runtime = self.entry.runtime_data
-        cursor = self.end
+        folder = HourlyStatistics(
+            {t.key: t.kind for t in targets}, state.start, state.resume_end
+        )
+        start_ms = state.start.timestamp() * 1000
+        cursor = state.resume_end
+        probes = 0
         while True:
-            if self._cancel.is_set():
-                raise BackfillCancelledError
-            page = runtime.queue.submit_threadsafe(
-                runtime.client.device_history,
-                self.mac,
-                cursor,
-                HISTORY_PAGE_LIMIT,
-                timeout=BRIDGE_TIMEOUT,
-                priority=Priority.BACKFILL,
-            )
-            self._records += len(page)
+            page = self._fetch(cursor)
+            state.pages_done += 1
+            state.records += len(page)
             self._import(targets, folder.add(page))
-            oldest = folder.oldest_ms
-            if not page or oldest is None or oldest < self.start.timestamp() * 1000:
-                break
-            cursor = dt_util.utc_from_timestamp((oldest - 1) / 1000)
+            if page:
+                probes = 0
+                oldest = folder.oldest_ms
+                assert oldest is not None
+                if oldest < start_ms:
+                    break
+                cursor = dt_util.utc_from_timestamp((oldest - 1) / 1000)
+            else:
+                # An empty page may be a long outage rather than the start of
+                # the station's history: look a few days further back first.
+                probes += 1
+                cursor -= timedelta(days=1)
+                if probes > EMPTY_PAGE_PROBES or cursor < state.start:
+                    break
         self._import(targets, folder.finish())
         self._bridge(get_instance(self.hass).async_block_till_done())
-        return BackfillResult(records=self._records, hours=self._hours, skipped=skipped)
+
+    def _fetch(self, cursor: datetime) -> list[Record]:
+        """Return one page, retrying failures of the API with a growing pause."""
+        for delay in (*PAGE_RETRY_DELAYS, None):
+            if self._cancel.is_set():
+                raise BackfillCancelledError
+            try:
+                page: list[Record] = self._queue.submit_threadsafe(
+                    self._client.device_history,
+                    self.state.mac,
+                    cursor,
+                    HISTORY_PAGE_LIMIT,
+                    timeout=BRIDGE_TIMEOUT,
+                    priority=Priority.BACKFILL,
+                )
+            except (
+                AmbientServerError,
+                AmbientResponseError,
+                AmbientRateLimitError,
+                QueueTimeoutError,
+            ):
+                if delay is None or self._cancel.wait(delay):
+                    raise
+            else:
+                return page
+        raise AssertionError("unreachable")
 
     def _bridge[T](self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on Home Assistant's loop and wait for it, bounded."""
@@ -189,8 +233,9 @@ class BackfillJob:
             raise
 
     def _import(self, targets: list[_Target], hours: list[Hour]) -> None:
-        """Convert finished hours and hand them to the recorder, per statistic."""
-        imported: set[datetime] = set()
+        """Hand finished hours to the recorder, then checkpoint past them."""
+        if not hours:
+            return
         for target in targets:
             rows = [
                 row
@@ -198,94 +243,113 @@ class BackfillJob:
                 if hour.start < target.limit and (row := _row(target, hour)) is not None
             ]
             if rows:
-                imported.update(row["start"] for row in rows)
                 self._bridge(_async_import(self.hass, target.metadata, rows))
-        self._hours += len(imported)
+        self.state.hours += len(hours)
+        self.state.resume_end = hours[-1].start
+        self.state.sums = {
+            t.key: t.running_sum for t in targets if t.metadata["has_sum"]
+        }
+        self._report(replace(self.state))
 
-    async def _async_targets(self) -> tuple[list[_Target], list[str]]:
-        """Find each sensor's statistic_id, unit and import limit; on the loop."""
-        registry = er.async_get(self.hass)
-        targets: list[_Target] = []
-        skipped: list[str] = []
-        for description in SENSORS:
-            if (kind := _KINDS.get(description.state_class)) is None:  # type: ignore[arg-type]
-                continue
-            unique_id = f"{self.mac}_{description.key}"
-            entity_id = registry.async_get_entity_id(Platform.SENSOR, DOMAIN, unique_id)
-            if entity_id is None:
-                continue
-            entity = registry.entities[entity_id]
-            if entity.disabled:
-                skipped.append(entity_id)
-                continue
-            targets.append(await self._async_target(entity, description, kind))
-        return targets, skipped
 
-    async def _async_target(
-        self,
-        entity: er.RegistryEntry,
-        description: AmbientSensorEntityDescription,
-        kind: FieldKind,
-    ) -> _Target:
-        """Describe where one sensor's statistics go."""
-        state = self.hass.states.get(entity.entity_id)
-        unit = (
-            state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
-            if state is not None
-            else entity.unit_of_measurement
-        )
-        native = description.native_unit_of_measurement
-        converter = UNIT_CONVERTERS.get(description.device_class)
-        convert = (
-            converter.converter_factory(native, unit)
-            if converter is not None and unit != native
-            else None
-        )
-        metadata = StatisticMetaData(
-            has_sum=kind is FieldKind.COUNTER,
-            mean_type=_MEAN_TYPES[kind],
-            name=None,
-            source="recorder",
-            statistic_id=entity.entity_id,
-            unit_class=_unit_class(description, unit),
-            unit_of_measurement=unit,
-        )
-        limit, running_sum = await self._async_limit(entity)
-        return _Target(
-            key=description.key,
-            kind=kind,
-            metadata=metadata,
-            convert=convert,
-            limit=min(limit, self.end),
-            running_sum=running_sum,
-        )
+async def _async_targets(
+    hass: HomeAssistant, mac: str, end: datetime, sums: dict[str, float] | None
+) -> list[_Target]:
+    """Find each sensor's statistic_id, unit and import limit; on the loop.
 
-    async def _async_limit(self, entity: er.RegistryEntry) -> tuple[datetime, float]:
-        """Return the first hour left to the recorder and its sum before it."""
-        hour_created = entity.created_at.replace(minute=0, second=0, microsecond=0)
-        instance = get_instance(self.hass)
-        last = await instance.async_add_executor_job(
-            get_last_statistics, self.hass, 1, entity.entity_id, False, {"sum"}
+    `sums` are a checkpoint's running sums, which replace the anchors read from
+    the recorder when a job resumes.
+    """
+    # Let the recorder finish what it queued, such as compiling the hours it
+    # missed while Home Assistant was down, before reading its state.
+    await get_instance(hass).async_block_till_done()
+    registry = er.async_get(hass)
+    targets: list[_Target] = []
+    for description in SENSORS:
+        if (kind := _KINDS.get(description.state_class)) is None:  # type: ignore[arg-type]
+            continue
+        unique_id = f"{mac}_{description.key}"
+        entity_id = registry.async_get_entity_id(Platform.SENSOR, DOMAIN, unique_id)
+        if entity_id is None or registry.entities[entity_id].disabled:
+            continue
+        target = await _async_target(
+            hass, registry.entities[entity_id], description, kind, end
         )
-        rows = last.get(entity.entity_id, [])
-        if not rows:
-            return hour_created, 0.0
-        compiled_until = dt_util.utc_from_timestamp(rows[0]["start"]) + HOUR
-        limit = max(hour_created, compiled_until)
-        if rows[0]["start"] >= min(limit, self.end).timestamp():
-            # The window lies before the newest row: anchor on the row before it.
-            before = await instance.async_add_executor_job(
-                statistics_during_period,
-                self.hass,
-                self.start,
-                min(limit, self.end),
-                {entity.entity_id},
-                "hour",
-                None,
-                {"sum"},
-            )
-            rows = before.get(entity.entity_id, [])[-1:]
-        return limit, (rows[0].get("sum") or 0.0) if rows else 0.0
+        if sums is not None and description.key in sums:
+            target.running_sum = sums[description.key]
+        targets.append(target)
+    return targets
+
+
+async def _async_target(
+    hass: HomeAssistant,
+    entity: er.RegistryEntry,
+    description: AmbientSensorEntityDescription,
+    kind: FieldKind,
+    end: datetime,
+) -> _Target:
+    """Describe where one sensor's statistics go."""
+    state = hass.states.get(entity.entity_id)
+    unit = (
+        state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
+        if state is not None
+        else entity.unit_of_measurement
+    )
+    native = description.native_unit_of_measurement
+    converter = UNIT_CONVERTERS.get(description.device_class)
+    convert = (
+        converter.converter_factory(native, unit)
+        if converter is not None and unit != native
+        else None
+    )
+    metadata = StatisticMetaData(
+        has_sum=kind is FieldKind.COUNTER,
+        mean_type=_MEAN_TYPES[kind],
+        name=None,
+        source="recorder",
+        statistic_id=entity.entity_id,
+        unit_class=_unit_class(description, unit),
+        unit_of_measurement=unit,
+    )
+    limit, running_sum = await _async_limit(hass, entity, end)
+    return _Target(
+        key=description.key,
+        kind=kind,
+        metadata=metadata,
+        convert=convert,
+        limit=limit,
+        running_sum=running_sum,
+    )
+
+
+async def _async_limit(
+    hass: HomeAssistant, entity: er.RegistryEntry, end: datetime
+) -> tuple[datetime, float]:
+    """Return the first hour to leave alone and the recorder's sum before it."""
+    hour_created = entity.created_at.replace(minute=0, second=0, microsecond=0)
+    instance = get_instance(hass)
+    last = await instance.async_add_executor_job(
+        get_last_statistics, hass, 1, entity.entity_id, False, {"sum"}
+    )
+    rows = last.get(entity.entity_id, [])
+    compiled_until = (
+        dt_util.utc_from_timestamp(rows[0]["start"]) + HOUR if rows else hour_created
+    )
+    limit = min(max(hour_created, compiled_until), end)
+    if rows and rows[0]["start"] >= limit.timestamp():
+        # The range ends before the newest row: anchor on the row before it.
+        before = await instance.async_add_executor_job(
+            statistics_during_period,
+            hass,
+            limit - timedelta(days=STATISTICS_LOOKBACK_DAYS),
+            limit,
+            {entity.entity_id},
+            "hour",
+            None,
+            {"sum"},
+        )
+        rows = before.get(entity.entity_id, [])[-1:]
+    return limit, (rows[0].get("sum") or 0.0) if rows else 0.0
 
 
 async def _async_import(

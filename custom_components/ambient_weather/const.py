@@ -8,6 +8,7 @@ DOMAIN: Final = "ambient_weather"
 LOGGER = logging.getLogger(__package__)
 
 CONF_APPLICATION_KEY: Final = "application_key"
+CONF_GAP_FILL: Final = "gap_fill"
 
 # The origin of the Ambient REST API; the environment variable replaces it so
 # the demo and the tests can point the integration at a local server.

@@ -1,6 +1,6 @@
 """The coordinator that polls the Ambient API for the latest station data."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import os
 from typing import TYPE_CHECKING, override
 
@@ -23,7 +23,7 @@ from .const import (
 from .request_queue import Priority, QueueStoppedError, RequestQueue
 
 if TYPE_CHECKING:
-    from .backfill import BackfillJob
+    from .backfill import BackfillManager
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +42,7 @@ class AmbientRuntimeData:
     client: AmbientClient
     queue: RequestQueue
     coordinator: AmbientDataUpdateCoordinator
-    backfills: dict[str, BackfillJob] = field(default_factory=dict)
+    backfill: BackfillManager
 
 
 type AmbientConfigEntry = ConfigEntry[AmbientRuntimeData]

@@ -36,5 +36,8 @@ async def async_get_config_entry_diagnostics(
             for station in runtime.coordinator.data.values()
         ],
         "queue": runtime.queue.metrics.as_dict() | {"depth": runtime.queue.depth()},
-        "backfills": len(runtime.backfills),
+        "backfills": [
+            async_redact_data(state.as_dict(), TO_REDACT)
+            for state in runtime.backfill.states.values()
+        ],
     }

@@ -6,12 +6,18 @@ from typing import Any
 import probatio
 
 from homeassistant.const import ATTR_DEVICE_ID
-from homeassistant.core import HomeAssistant, ServiceCall, callback
+from homeassistant.core import (
+    HomeAssistant,
+    ServiceCall,
+    ServiceResponse,
+    SupportsResponse,
+    callback,
+)
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv, device_registry as dr
 from homeassistant.util import dt as dt_util
+from homeassistant.util.json import JsonValueType
 
-from .backfill import BackfillJob
 from .const import DOMAIN, SERVICE_BACKFILL
 from .coordinator import AmbientConfigEntry
 
@@ -43,19 +49,23 @@ type _Station = tuple[AmbientConfigEntry, str, str]
 def async_setup_services(hass: HomeAssistant) -> None:
     """Register the integration's actions."""
     hass.services.async_register(
-        DOMAIN, SERVICE_BACKFILL, _async_backfill, schema=BACKFILL_SCHEMA
+        DOMAIN,
+        SERVICE_BACKFILL,
+        _async_backfill,
+        schema=BACKFILL_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
     )
     hass.services.async_register(
         DOMAIN, SERVICE_CANCEL_BACKFILL, _async_cancel, schema=CANCEL_SCHEMA
     )
 
 
-async def _async_backfill(call: ServiceCall) -> None:
-    """Start a backfill job for each chosen station and return at once."""
+async def _async_backfill(call: ServiceCall) -> ServiceResponse:
+    """Start a backfill job for each chosen station and return its plan at once."""
     start, end = _time_range(call.data)
     stations = _stations(call.hass, call.data.get(ATTR_DEVICE_ID))
     for entry, mac, _ in stations:
-        if mac in entry.runtime_data.backfills:
+        if entry.runtime_data.backfill.running(mac):
             raise ServiceValidationError(
                 translation_domain=DOMAIN,
                 translation_key="backfill_running",
@@ -63,21 +73,27 @@ async def _async_backfill(call: ServiceCall) -> None:
                     "station": entry.runtime_data.coordinator.data[mac].name
                 },
             )
+    plans: list[JsonValueType] = []
     for entry, mac, device_id in stations:
-        job = BackfillJob(
-            call.hass, entry, mac=mac, device_id=device_id, start=start, end=end
+        manager = entry.runtime_data.backfill
+        state = manager.async_start(mac, device_id, start, end)
+        plans.append(
+            {
+                "device_id": device_id,
+                "station": entry.runtime_data.coordinator.data[mac].name,
+                "start": state.start.isoformat(),
+                "end": state.end.isoformat(),
+                "pages": state.pages_total,
+                "estimated_seconds": round(manager.estimated_seconds(state)),
+            }
         )
-        entry.runtime_data.backfills[mac] = job
-        entry.async_create_background_task(
-            call.hass, job.async_run(), f"{DOMAIN} backfill {mac}"
-        )
+    return {"stations": plans}
 
 
 async def _async_cancel(call: ServiceCall) -> None:
     """Cancel the running backfills of the chosen stations."""
     for entry, mac, _ in _stations(call.hass, call.data.get(ATTR_DEVICE_ID)):
-        if (job := entry.runtime_data.backfills.get(mac)) is not None:
-            job.cancel()
+        entry.runtime_data.backfill.async_cancel(mac)
 
 
 def _time_range(data: dict[str, Any]) -> tuple[datetime, datetime]:

@@ -26,6 +26,7 @@ from pytest_homeassistant_custom_component.components.recorder.common import (
     async_wait_recording_done,
 )
 
+from custom_components.ambient_weather import backfill_worker
 from custom_components.ambient_weather.const import DOMAIN, EVENT_BACKFILL_FINISHED
 
 from .conftest import API_KEY, APPLICATION_KEY, HISTORY_URL, MAC
@@ -236,8 +237,10 @@ async def test_backfill_outage_fails_the_job_without_leaking_keys(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
     mock_api: aioresponses,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A 503 from the API ends the job as failed, with a reason and no key."""
+    """A page the API keeps failing is tried five times, then the job fails."""
+    monkeypatch.setattr(backfill_worker, "PAGE_RETRY_DELAYS", (0.01,) * 4)
     mock_api.get(HISTORY_URL, status=503, body="<html>nginx</html>", repeat=True)
     events = async_capture_events(hass, EVENT_BACKFILL_FINISHED)
 
@@ -251,3 +254,10 @@ async def test_backfill_outage_fails_the_job_without_leaking_keys(
     assert API_KEY not in str(event)
     assert APPLICATION_KEY not in str(event)
     assert event["records"] == 0
+    history_calls = [
+        call
+        for (method, url), calls in mock_api.requests.items()
+        if "/devices/" in str(url)
+        for call in calls
+    ]
+    assert len(history_calls) == 5
