@@ -155,6 +155,8 @@ class Demo:
         await self._until_up()
 
         await self.client.onboard("Demo Owner", USERNAME, PASSWORD)
+        if (await self.client.get("/api/config")).get("recovery_mode"):
+            raise DemoError("Home Assistant started in recovery mode")
         await self.client.connect_websocket()
         await self._confirm_http_config()
 
