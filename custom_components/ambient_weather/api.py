@@ -73,9 +73,7 @@ class AmbientClient:
         params = {"endDate": str(int(end.timestamp() * 1000)), "limit": str(limit)}
         records = await self._get(f"/v1/devices/{mac}", params)
         for record in records:
-            if not isinstance(record, dict) or not isinstance(
-                record.get("dateutc"), int
-            ):
+            if not isinstance(record, dict) or type(record.get("dateutc")) is not int:
                 raise AmbientResponseError("A record has no dateutc")
         return records
 
@@ -90,12 +88,12 @@ class AmbientClient:
                 body = await response.text()
                 return _parse(response, body)
         except TimeoutError:
-            raise AmbientServerError(f"Timed out requesting {path}") from None
+            error = AmbientServerError(f"Timed out requesting {path}")
         except ClientError as err:
-            # aiohttp puts the URL, keys included, into some of its messages.
-            raise AmbientServerError(
-                f"Could not reach the API: {type(err).__name__}"
-            ) from None
+            # aiohttp quotes the URL, keys included, in some messages: raising
+            # outside the handler keeps it out of __context__ as well.
+            error = AmbientServerError(f"Could not reach the API: {type(err).__name__}")
+        raise error
 
 
 def _parse(response: ClientResponse, body: str) -> list[Any]:

@@ -20,18 +20,19 @@ from homeassistant.helpers.storage import Store
 from homeassistant.util import dt as dt_util
 
 from .backfill_worker import BackfillCancelledError, BackfillState, BackfillWorker
-from .const import CONF_GAP_FILL, DOMAIN, EVENT_BACKFILL_FINISHED, LOGGER
+from .const import (
+    CONF_GAP_FILL,
+    DOMAIN,
+    EVENT_BACKFILL_FINISHED,
+    LOGGER,
+    progress_signal,
+)
 from .coordinator import AmbientConfigEntry
 from .request_queue import MIN_SPACING, QueueStoppedError
 
 STORAGE_VERSION = 1
 GAP_THRESHOLD = timedelta(hours=1)
 SAVE_DELAY = 10
-
-
-def progress_signal(entry_id: str, mac: str) -> str:
-    """Return the dispatcher signal that carries a station's backfill progress."""
-    return f"{DOMAIN}_backfill_{entry_id}_{mac}"
 
 
 class BackfillManager:
@@ -106,7 +107,6 @@ class BackfillManager:
         """Stop every job for now (unload or shutdown); they resume later."""
         for cancel in self._cancels.values():
             cancel.set()
-        self._store.async_delay_save(self._data, 0)
 
     @callback
     def async_poll_succeeded(self) -> None:
@@ -171,7 +171,9 @@ class BackfillManager:
         else:
             self._saved_jobs.pop(mac, None)
         self._user_cancelled.discard(mac)
-        self._store.async_delay_save(self._data, 0)
+        self.hass.async_create_task(
+            self._store.async_save(self._data()), f"{DOMAIN} save backfill"
+        )
         async_dispatcher_send(self.hass, progress_signal(self.entry.entry_id, mac))
         event: dict[str, Any] = {
             "device_id": state.device_id,

@@ -20,3 +20,8 @@ SCAN_INTERVAL = timedelta(seconds=60)
 
 EVENT_BACKFILL_FINISHED: Final = "ambient_weather_backfill_finished"
 SERVICE_BACKFILL: Final = "backfill"
+
+
+def progress_signal(entry_id: str, mac: str) -> str:
+    """Return the dispatcher signal that carries a station's backfill progress."""
+    return f"{DOMAIN}_backfill_{entry_id}_{mac}"

@@ -196,7 +196,7 @@ class RequestQueue:
             return await asyncio.shield(request.future)
         except asyncio.CancelledError:
             request.waiters -= 1
-            if request.waiters == 0 and not request.in_flight:
+            if not (request.waiters or request.in_flight or request.future.done()):
                 self._withdraw(request)
             raise
 
@@ -243,6 +243,9 @@ class RequestQueue:
             return request
         loop = asyncio.get_running_loop()
         request = _Request(key, call, args, priority, loop.time(), loop.create_future())
+        # Waiters read the outcome through shields; one cancelled at the moment
+        # the outcome arrives must not leave an error behind as "never retrieved".
+        request.future.add_done_callback(_retrieve)
         self._requests[key] = request
         self._pending[priority].append(request)
         self._wakeup.set()
@@ -359,6 +362,12 @@ class RequestQueue:
             request.future.set_exception(error)
         else:
             request.future.set_result(result)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's error as seen."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _quantile(values: list[float], q: float) -> float | None:

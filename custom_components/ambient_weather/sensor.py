@@ -1,7 +1,8 @@
 """Sensors for the measurements of Ambient Weather stations."""
 
 from dataclasses import dataclass
-from typing import override
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, override
 
 from homeassistant.components.sensor import (
     SensorDeviceClass,
@@ -23,11 +24,17 @@ from homeassistant.const import (
     UnitOfVolumetricFlux,
 )
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.util import dt as dt_util
 
 from .api import to_number
+from .const import progress_signal
 from .coordinator import AmbientConfigEntry
 from .entity import AmbientEntity
+
+if TYPE_CHECKING:
+    from .backfill_worker import BackfillState
 
 # The coordinator fetches for every entity at once.
 PARALLEL_UPDATES = 0
@@ -171,6 +178,22 @@ SENSORS: tuple[AmbientSensorEntityDescription, ...] = (
 )
 
 
+BACKFILL_PROGRESS = SensorEntityDescription(
+    key="backfill_progress",
+    translation_key="backfill_progress",
+    native_unit_of_measurement=PERCENTAGE,
+    entity_category=EntityCategory.DIAGNOSTIC,
+    suggested_display_precision=0,
+)
+QUEUE_DEPTH = SensorEntityDescription(
+    key="queue_depth",
+    translation_key="queue_depth",
+    entity_category=EntityCategory.DIAGNOSTIC,
+    entity_registry_enabled_default=False,
+    state_class=SensorStateClass.MEASUREMENT,
+)
+
+
 async def async_setup_entry(
     hass: HomeAssistant,
     entry: AmbientConfigEntry,
@@ -184,6 +207,14 @@ async def async_setup_entry(
         for description in SENSORS
         if description.key in station.last_data
     )
+    async_add_entities(
+        entity
+        for station in coordinator.data.values()
+        for entity in (
+            AmbientBackfillSensorEntity(coordinator, station.mac, BACKFILL_PROGRESS),
+            AmbientQueueSensorEntity(coordinator, station.mac, QUEUE_DEPTH),
+        )
+    )
 
 
 class AmbientSensorEntity(AmbientEntity, SensorEntity):
@@ -196,3 +227,74 @@ class AmbientSensorEntity(AmbientEntity, SensorEntity):
     def native_value(self) -> float | None:
         """Return the field's value, or None when it is not a number."""
         return to_number(self._field())
+
+
+class AmbientBackfillSensorEntity(AmbientEntity, SensorEntity):
+    """How far the station's backfill is; unknown while none runs."""
+
+    @property
+    @override
+    def available(self) -> bool:
+        """Return True: progress does not depend on the station's data."""
+        return True
+
+    @property
+    @override
+    def native_value(self) -> float | None:
+        """Return the share of pages done, in percent."""
+        if (state := self._state) is None:
+            return None
+        return 100 * state.pages_done / state.pages_total
+
+    @property
+    @override
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Return the pages, hours and expected end of the running job."""
+        if (state := self._state) is None:
+            return None
+        manager = self.coordinator.config_entry.runtime_data.backfill
+        remaining = timedelta(seconds=manager.estimated_seconds(state))
+        return {
+            "pages_done": state.pages_done,
+            "pages_total": state.pages_total,
+            "hours_imported": state.hours,
+            "estimated_end": (dt_util.utcnow() + remaining).isoformat(),
+        }
+
+    @property
+    def _state(self) -> BackfillState | None:
+        """Return the running job's last checkpoint."""
+        runtime = self.coordinator.config_entry.runtime_data
+        return runtime.backfill.states.get(self._mac)
+
+    @override
+    async def async_added_to_hass(self) -> None:
+        """Follow the job's checkpoints."""
+        await super().async_added_to_hass()
+        signal = progress_signal(self.coordinator.config_entry.entry_id, self._mac)
+        self.async_on_remove(
+            async_dispatcher_connect(self.hass, signal, self.async_write_ha_state)
+        )
+
+
+class AmbientQueueSensorEntity(AmbientEntity, SensorEntity):
+    """The number of the account's API requests waiting in its queue."""
+
+    @property
+    @override
+    def available(self) -> bool:
+        """Return True while the queue runs."""
+        return self.coordinator.queue.running
+
+    @property
+    @override
+    def native_value(self) -> int:
+        """Return the requests waiting."""
+        return sum(self.coordinator.queue.depth().values())
+
+    @property
+    @override
+    def extra_state_attributes(self) -> dict[str, Any]:
+        """Return what the queue has done."""
+        queue = self.coordinator.queue
+        return queue.metrics.as_dict() | {"depth": queue.depth()}

@@ -61,7 +61,13 @@ async def test_one_device_per_station(
     assert device is not None
     assert device.name == "My Weather Station"
     entities = er.async_entries_for_device(er.async_get(hass), device.id)
-    assert len(entities) == 17
+    # 17 fields of lastData and the backfill progress.
+    assert len(entities) == 18
+    # The queue depth is there for diagnosis, disabled until someone needs it.
+    registry = er.async_get(hass)
+    queue_sensor = registry.async_get_entity_id("sensor", DOMAIN, f"{MAC}_queue_depth")
+    assert queue_sensor is not None
+    assert registry.entities[queue_sensor].disabled
 
 
 async def test_bad_values_make_sensors_unknown(

@@ -1,0 +1,315 @@
+"""Tests for backfill jobs beside the recorder: limits, sums, resume, refusal."""
+
+import asyncio
+from datetime import datetime, timedelta
+from itertools import pairwise
+import time
+from typing import Any
+
+from aioresponses import CallbackResult, aioresponses
+from freezegun.api import FrozenDateTimeFactory
+import pytest
+from yarl import URL
+
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    async_fire_time_changed,
+)
+from pytest_homeassistant_custom_component.components.recorder.common import (
+    async_wait_recording_done,
+    do_adhoc_statistics,
+)
+
+from custom_components.ambient_weather.const import (
+    CONF_GAP_FILL,
+    DOMAIN,
+    EVENT_BACKFILL_FINISHED,
+)
+
+from .conftest import DEVICES_URL, HISTORY_URL, load_fixture
+from .test_backfill import _celsius, _entity_id, _statistics
+
+HOUR = timedelta(hours=1)
+RAIN_PER_RECORD = 0.01
+
+
+def _hour_start(moment: datetime) -> datetime:
+    """Return the start of the hour holding a moment."""
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _records(first: datetime, last: datetime) -> list[dict[str, Any]]:
+    """Return 5-minute records in [first, last): a known value per hour.
+
+    The temperature is 40 °F plus the hour of the day, so each hour's mean is
+    exact; daily rain grows 0.01 in per record and resets at midnight UTC.
+    """
+    records = []
+    moment = first
+    while moment < last:
+        since_midnight = moment - moment.replace(hour=0, minute=0)
+        records.append(
+            {
+                "dateutc": int(moment.timestamp() * 1000),
+                "tempf": 40 + moment.hour,
+                "dailyrainin": round(
+                    RAIN_PER_RECORD * (since_midnight // timedelta(minutes=5)), 2
+                ),
+            }
+        )
+        moment += timedelta(minutes=5)
+    return records
+
+
+class History:
+    """Answer history requests from records; can hold one request back."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        """Serve these records."""
+        self.records = sorted(records, key=lambda r: r["dateutc"], reverse=True)
+        self.requests = 0
+        self.hold_at: int | None = None
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def serve(self, url: URL, **kwargs: Any) -> CallbackResult:
+        """Return one page, newest first, up to endDate."""
+        self.requests += 1
+        if self.requests == self.hold_at:
+            self.held.set()
+            await self.release.wait()
+        end = int(kwargs["params"]["endDate"])
+        limit = int(kwargs["params"]["limit"])
+        page = [r for r in self.records if r["dateutc"] <= end][:limit]
+        return CallbackResult(payload=page)
+
+
+def _hourly_rain(records: list[dict[str, Any]]) -> dict[datetime, float]:
+    """Return each hour's rain, from consecutive records (resets count from 0)."""
+    rain: dict[datetime, float] = {}
+    ordered = sorted(records, key=lambda r: r["dateutc"])
+    for older, newer in pairwise(ordered):
+        a, b = older["dailyrainin"], newer["dailyrainin"]
+        hour = _hour_start(dt_util.utc_from_timestamp(newer["dateutc"] / 1000))
+        rain[hour] = rain.get(hour, 0.0) + (b if b < 0.9 * a else max(b - a, 0.0))
+    return rain
+
+
+async def _backfill(
+    hass: HomeAssistant,
+    data: dict[str, Any],
+    freezer: FrozenDateTimeFactory | None = None,
+) -> dict[str, Any]:
+    """Run a backfill to its end and return its finished event.
+
+    With the clock frozen, the queue's spacing and the recorder's commits wait
+    for time to pass, so the clock is moved on until the job ends.
+    """
+    events = async_capture_events(hass, EVENT_BACKFILL_FINISHED)
+    await hass.services.async_call(DOMAIN, "backfill", data, blocking=True)
+    loop = asyncio.get_running_loop()
+    while freezer is not None and not events:
+        freezer.tick(0.5)
+        async_fire_time_changed(hass)
+        # A frozen clock stalls asyncio.sleep; wait in real time instead.
+        await loop.run_in_executor(None, time.sleep, 0.01)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await async_wait_recording_done(hass)
+    assert len(events) == 1
+    return events[0].data
+
+
+async def _compile_hour(hass: HomeAssistant, hour: datetime) -> None:
+    """Let the recorder compile one hour from the states, as it does every hour."""
+    for minutes in range(0, 60, 5):
+        do_adhoc_statistics(hass, start=hour + timedelta(minutes=minutes))
+    await async_wait_recording_done(hass)
+
+
+async def test_backfill_respects_the_recorders_hours(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    mock_api: aioresponses,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Hours before the entity are filled, compiled ones corrected, pending ones left."""
+    now = _hour_start(dt_util.utcnow()) + timedelta(minutes=20)
+    created = now - timedelta(hours=5, minutes=50)
+    freezer.move_to(created)
+    # Moving the clock by hours looks like downtime: no automatic gap fill here.
+    mock_config_entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(
+        mock_config_entry, options={CONF_GAP_FILL: False}
+    )
+    await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    # The recorder compiles the entity's first two hours from its live state
+    # (66.9 °F, no rain); the third hour has ended but is not compiled yet.
+    first_hour = _hour_start(created)
+    freezer.move_to(first_hour + 2 * HOUR + timedelta(minutes=1))
+    for hour in (first_hour, first_hour + HOUR):
+        await _compile_hour(hass, hour)
+    temperature = _entity_id(hass, "tempf")
+    rain = _entity_id(hass, "dailyrainin")
+    compiled = await _statistics(hass, first_hour, {temperature, rain})
+    assert [row["mean"] for row in compiled[temperature]] == pytest.approx(
+        [_celsius(66.9)] * 2
+    )
+    recorder_sum = compiled[rain][-1]["sum"]
+
+    freezer.move_to(now)
+    records = _records(first_hour - 4 * HOUR, now)
+    mock_api.get(HISTORY_URL, callback=History(records).serve, repeat=True)
+    event = await _backfill(hass, {"days": 1}, freezer)
+    assert event["status"] == "completed", event.get("error")
+
+    rows = await _statistics(hass, first_hour - 5 * HOUR, {temperature, rain})
+    starts = [dt_util.utc_from_timestamp(row["start"]) for row in rows[temperature]]
+    # Four hours before the entity existed, then its two compiled hours: the
+    # hour whose compile is pending and the current hour are left alone.
+    assert starts == [first_hour + i * HOUR for i in range(-4, 2)]
+    assert [row["mean"] for row in rows[temperature]] == pytest.approx(
+        [_celsius(40 + start.hour) for start in starts]
+    )
+
+    # Sums end at the recorder's own sum and each hour changes by its rain.
+    sums = [row["sum"] for row in rows[rain]]
+    assert sums[-1] == pytest.approx(recorder_sum)
+    rain_by_hour = _hourly_rain(records)
+    changes = [b - a for a, b in pairwise(sums)]
+    assert changes == pytest.approx(
+        [rain_by_hour[start] * 25.4 for start in starts[1:]]
+    )
+    assert min(changes) >= 0
+
+    # The recorder's next compile continues from its own sum without a step.
+    await _compile_hour(hass, first_hour + 2 * HOUR)
+    after = await _statistics(hass, first_hour + 2 * HOUR, {rain})
+    assert after[rain][0]["sum"] - sums[-1] == pytest.approx(0.0)
+
+
+async def test_backfill_twice_changes_nothing(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mock_api: aioresponses
+) -> None:
+    """Running the same backfill again writes the same statistics."""
+    end = _hour_start(dt_util.utcnow())
+    start = end - timedelta(days=2)
+    records = _records(start - HOUR, end)
+    mock_api.get(HISTORY_URL, callback=History(records).serve, repeat=True)
+    data = {"start": start.isoformat(), "end": end.isoformat()}
+    ids = {_entity_id(hass, "tempf"), _entity_id(hass, "dailyrainin")}
+
+    first = await _backfill(hass, data)
+    once = await _statistics(hass, start - HOUR, ids)
+    second = await _backfill(hass, data)
+    twice = await _statistics(hass, start - HOUR, ids)
+
+    assert first["hours"] == second["hours"] == 48
+    assert twice == once
+
+
+async def test_second_backfill_of_a_station_is_refused(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mock_api: aioresponses
+) -> None:
+    """A station that is backfilling refuses another backfill, naming it."""
+    history = History(_records(dt_util.utcnow() - timedelta(days=3), dt_util.utcnow()))
+    history.hold_at = 1
+    mock_api.get(HISTORY_URL, callback=history.serve, repeat=True)
+    events = async_capture_events(hass, EVENT_BACKFILL_FINISHED)
+    await hass.services.async_call(DOMAIN, "backfill", {"days": 2}, blocking=True)
+    await history.held.wait()
+
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(DOMAIN, "backfill", {"days": 1}, blocking=True)
+    assert err.value.translation_key == "backfill_running"
+    assert err.value.translation_placeholders == {"station": "My Weather Station"}
+
+    await hass.services.async_call(DOMAIN, "cancel_backfill", {}, blocking=True)
+    history.release.set()
+    await hass.async_block_till_done(wait_background_tasks=True)
+    assert [event.data["status"] for event in events] == ["cancelled"]
+
+
+async def test_backfill_answers_with_its_plan(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mock_api: aioresponses
+) -> None:
+    """Asked for a response, the action returns the range and pages per station."""
+    mock_api.get(HISTORY_URL, callback=History([]).serve, repeat=True)
+    end = _hour_start(dt_util.utcnow())
+    response = await hass.services.async_call(
+        DOMAIN,
+        "backfill",
+        {"start": (end - timedelta(days=10)).isoformat(), "end": end.isoformat()},
+        blocking=True,
+        return_response=True,
+    )
+    await hass.async_block_till_done(wait_background_tasks=True)
+    [plan] = response["stations"]
+    assert plan["station"] == "My Weather Station"
+    assert plan["start"] == (end - timedelta(days=10)).isoformat()
+    assert plan["end"] == end.isoformat()
+    assert plan["pages"] == 11
+    assert 10 <= plan["estimated_seconds"] <= 12
+
+
+async def test_unloaded_job_resumes_where_it_stopped(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+) -> None:
+    """A job stopped mid-way resumes after setup and ends as if never stopped."""
+    end = _hour_start(dt_util.utcnow())
+    start = end - timedelta(days=3)
+    records = _records(start - HOUR, end)
+    history = History(records)
+    history.hold_at = 3
+    with aioresponses() as mocked:
+        mocked.get(DEVICES_URL, payload=load_fixture("devices.json"), repeat=True)
+        mocked.get(HISTORY_URL, callback=history.serve, repeat=True)
+        mock_config_entry.add_to_hass(hass)
+        await hass.config_entries.async_setup(mock_config_entry.entry_id)
+        await hass.async_block_till_done()
+        events = async_capture_events(hass, EVENT_BACKFILL_FINISHED)
+        data = {"start": start.isoformat(), "end": end.isoformat()}
+        await hass.services.async_call(DOMAIN, "backfill", data, blocking=True)
+        await history.held.wait()
+
+        # Two pages (two days) are imported; the third is in flight.
+        await hass.config_entries.async_unload(mock_config_entry.entry_id)
+        history.release.set()
+        await hass.async_block_till_done(wait_background_tasks=True)
+        assert [event.data["status"] for event in events] == ["cancelled"]
+        key = f"{DOMAIN}.backfill.{mock_config_entry.entry_id}"
+        [saved] = hass_storage[key]["data"]["jobs"].values()
+        assert saved["pages_done"] == 2
+        assert dt_util.parse_datetime(saved["resume_end"]) > start
+
+        await hass.config_entries.async_setup(mock_config_entry.entry_id)
+        await hass.async_block_till_done(wait_background_tasks=True)
+        await async_wait_recording_done(hass)
+
+    assert [event.data["status"] for event in events] == ["cancelled", "completed"]
+    assert not hass_storage[key]["data"]["jobs"]
+    temperature = _entity_id(hass, "tempf")
+    rain = _entity_id(hass, "dailyrainin")
+    rows = await _statistics(hass, start - HOUR, {temperature, rain})
+    assert len(rows[temperature]) == 72
+    assert [row["mean"] for row in rows[temperature]] == pytest.approx(
+        [
+            _celsius(40 + dt_util.utc_from_timestamp(row["start"]).hour)
+            for row in rows[temperature]
+        ]
+    )
+    rain_by_hour = _hourly_rain(records)
+    sums = [row["sum"] for row in rows[rain]]
+    assert sums[-1] == pytest.approx(0.0)
+    starts = [dt_util.utc_from_timestamp(row["start"]) for row in rows[rain]]
+    changes = [b - a for a, b in pairwise(sums)]
+    assert changes == pytest.approx(
+        [rain_by_hour[start] * 25.4 for start in starts[1:]]
+    )
