@@ -71,6 +71,7 @@ BRIDGE_TIMEOUT = 300.0
 # Pauses before retrying a page the API failed to serve.
 PAGE_RETRY_DELAYS = (5.0, 15.0, 45.0, 120.0)
 EMPTY_PAGE_PROBES = 7
+PAGES_BEFORE_START = 2
 STATISTICS_LOOKBACK_DAYS = 3650
 HOUR = timedelta(hours=1)
 
@@ -174,18 +175,25 @@ class BackfillWorker:
         )
         start_ms = state.start.timestamp() * 1000
         cursor = state.resume_end
-        probes = 0
+        probes = pages_before_start = 0
+        records_before = state.records
         while True:
             page = self._fetch(cursor)
             state.pages_done += 1
-            state.records += len(page)
-            self._import(targets, folder.add(page))
+            hours = folder.add(page)
+            state.records = records_before + folder.taken
+            self._import(targets, hours)
             if page:
                 probes = 0
                 oldest = folder.oldest_ms
                 assert oldest is not None
-                if oldest < start_ms:
+                # Past the start, read on only while a counter (its sensor out
+                # just then) still lacks the record its first change starts at.
+                if oldest < start_ms and (
+                    not folder.waiting or pages_before_start == PAGES_BEFORE_START
+                ):
                     break
+                pages_before_start += oldest < start_ms
                 cursor = dt_util.utc_from_timestamp((oldest - 1) / 1000)
             else:
                 # An empty page may be a long outage rather than the start of

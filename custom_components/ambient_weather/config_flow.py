@@ -8,18 +8,22 @@ import probatio
 from homeassistant.config_entries import (
     SOURCE_REAUTH,
     SOURCE_RECONFIGURE,
+    ConfigEntry,
     ConfigFlow,
     ConfigFlowResult,
+    OptionsFlow,
 )
 from homeassistant.const import CONF_API_KEY
+from homeassistant.core import callback
 from homeassistant.helpers.selector import (
+    BooleanSelector,
     TextSelector,
     TextSelectorConfig,
     TextSelectorType,
 )
 
 from .api import AmbientAuthError, AmbientError
-from .const import CONF_APPLICATION_KEY, DOMAIN, LOGGER
+from .const import CONF_APPLICATION_KEY, CONF_GAP_FILL, DOMAIN, LOGGER
 from .coordinator import create_client, station_from_device
 from .queues import async_acquire_queue, async_release_queue, key_label
 from .request_queue import Priority, QueueStoppedError
@@ -32,11 +36,22 @@ KEYS_SCHEMA = probatio.Schema(
     }
 )
 
+OPTIONS_SCHEMA = probatio.Schema(
+    {probatio.Optional(CONF_GAP_FILL, default=True): BooleanSelector()}
+)
+
 
 class AmbientWeatherFlowHandler(ConfigFlow, domain=DOMAIN):
     """Ask for the account's API key and the application key."""
 
     VERSION = 1
+
+    @staticmethod
+    @callback
+    @override
+    def async_get_options_flow(config_entry: ConfigEntry) -> OptionsFlow:
+        """Return the options flow."""
+        return AmbientWeatherOptionsFlow()
 
     @override
     async def async_step_user(
@@ -102,3 +117,20 @@ class AmbientWeatherFlowHandler(ConfigFlow, domain=DOMAIN):
         finally:
             await async_release_queue(self.hass, queue)
         return {}, [station_from_device(device).name for device in devices]
+
+
+class AmbientWeatherOptionsFlow(OptionsFlow):
+    """Let the user turn the automatic gap fill off and on."""
+
+    async def async_step_init(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Show and store the options."""
+        if user_input is not None:
+            return self.async_create_entry(data=user_input)
+        return self.async_show_form(
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(
+                OPTIONS_SCHEMA, self.config_entry.options
+            ),
+        )

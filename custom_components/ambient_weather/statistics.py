@@ -106,6 +106,7 @@ class HourlyStatistics:
         self._end_ms = int(end.timestamp() * 1000)
         self._buckets: dict[int, _Bucket] = {}
         self._last_ms: int | None = None
+        self.taken = 0
         # Per counter: the value of the newest record seen so far that carries
         # it, and the hour whose change is waiting for the record before it.
         self._newer: dict[str, tuple[float, int]] = {}
@@ -114,6 +115,11 @@ class HourlyStatistics:
     def oldest_ms(self) -> int | None:
         """Return the time of the oldest record taken so far."""
         return self._last_ms
+
+    @property
+    def waiting(self) -> bool:
+        """Return True while a counter still needs an older record."""
+        return bool(self._newer)
 
     def add(self, records: Iterable[Record]) -> list[Hour]:
         """Take a page of records and return the hours it completed, newest first."""
@@ -135,6 +141,7 @@ class HourlyStatistics:
     def _take(self, record: Record, timestamp: int) -> None:
         """Add one record's fields to its hour and to the counters' changes."""
         inside = timestamp >= self._start_ms
+        self.taken += inside
         bucket = self._bucket(hour_start(timestamp)) if inside else None
         for key, kind in self._kinds.items():
             if (value := to_number(record.get(key))) is None:

@@ -3,6 +3,7 @@
 import asyncio
 from datetime import datetime, timedelta
 from itertools import pairwise
+import threading
 import time
 from typing import Any
 
@@ -24,6 +25,7 @@ from pytest_homeassistant_custom_component.components.recorder.common import (
     do_adhoc_statistics,
 )
 
+from custom_components.ambient_weather.backfill_worker import BackfillWorker
 from custom_components.ambient_weather.const import (
     CONF_GAP_FILL,
     DOMAIN,
@@ -313,3 +315,80 @@ async def test_unloaded_job_resumes_where_it_stopped(
     assert changes == pytest.approx(
         [rain_by_hour[start] * 25.4 for start in starts[1:]]
     )
+
+
+@pytest.mark.parametrize(("gap_fill", "jobs"), [(True, 1), (False, 0)])
+async def test_gap_after_downtime_is_filled(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    mock_api: aioresponses,
+    hass_storage: dict[str, Any],
+    gap_fill: bool,
+    jobs: int,
+) -> None:
+    """Three hours without a poll are backfilled at start, unless turned off."""
+    now = dt_util.utcnow()
+    last_poll = now - timedelta(hours=3)
+    hass_storage[f"{DOMAIN}.backfill.{mock_config_entry.entry_id}"] = {
+        "version": 1,
+        "minor_version": 1,
+        "key": f"{DOMAIN}.backfill.{mock_config_entry.entry_id}",
+        "data": {"jobs": {}, "last_poll": last_poll.isoformat()},
+    }
+    mock_api.get(
+        HISTORY_URL,
+        callback=History(_records(last_poll - HOUR, now)).serve,
+        repeat=True,
+    )
+    mock_config_entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(
+        mock_config_entry, options={CONF_GAP_FILL: gap_fill}
+    )
+    events = async_capture_events(hass, EVENT_BACKFILL_FINISHED)
+
+    await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+    assert len(events) == jobs
+    if jobs:
+        event = events[0].data
+        assert event["gap_fill"] is True
+        assert event["status"] == "completed"
+        assert event["start"] == _hour_start(last_poll).isoformat()
+        assert event["hours"] == 3
+
+
+async def test_stopping_home_assistant_stops_the_job_within_seconds(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_api: aioresponses,
+    hass_storage: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job's thread ends promptly at shutdown and its checkpoint stays."""
+    history = History(_records(dt_util.utcnow() - timedelta(days=3), dt_util.utcnow()))
+    history.hold_at = 2
+    mock_api.get(HISTORY_URL, callback=history.serve, repeat=True)
+    ended = threading.Event()
+    run = BackfillWorker.run
+
+    def run_and_tell(worker: BackfillWorker) -> None:
+        """Run the worker and note when its thread is done."""
+        try:
+            run(worker)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(BackfillWorker, "run", run_and_tell)
+    await hass.services.async_call(DOMAIN, "backfill", {"days": 3}, blocking=True)
+    await history.held.wait()
+
+    stopping = time.monotonic()
+    await hass.async_stop()
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, ended.wait, 5)
+    assert time.monotonic() - stopping < 5
+
+    key = f"{DOMAIN}.backfill.{init_integration.entry_id}"
+    [saved] = hass_storage[key]["data"]["jobs"].values()
+    assert saved["pages_done"] == 1
