@@ -9,7 +9,11 @@ from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.ambient_weather.const import CONF_APPLICATION_KEY, DOMAIN
+from custom_components.ambient_weather.const import (
+    CONF_APPLICATION_KEY,
+    CONF_GAP_FILL,
+    DOMAIN,
+)
 from custom_components.ambient_weather.queues import key_label
 
 from .conftest import API_KEY, APPLICATION_KEY, DEVICES_URL, load_fixture
@@ -119,3 +123,48 @@ async def test_reauth_updates_application_key(
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reauth_successful"
     assert mock_config_entry.data[CONF_APPLICATION_KEY] == "OMGKITTENS-new-app-key"
+
+
+async def test_reconfigure_checks_and_stores_new_keys(
+    hass: HomeAssistant, mock_config_entry: MockConfigEntry
+) -> None:
+    """Reconfigure refuses keys of another account and accepts the same one."""
+    mock_config_entry.add_to_hass(hass)
+    result = await mock_config_entry.start_reconfigure_flow(hass)
+    assert result["type"] is FlowResultType.FORM
+
+    other = {CONF_API_KEY: "OMGPUPPIES-other-account", CONF_APPLICATION_KEY: "x"}
+    with aioresponses() as mocked:
+        mocked.get(DEVICES_URL, payload=load_fixture("devices.json"), repeat=True)
+        refused = await hass.config_entries.flow.async_configure(
+            result["flow_id"], other
+        )
+    assert refused["type"] is FlowResultType.ABORT
+    assert refused["reason"] == "wrong_account"
+
+    result = await mock_config_entry.start_reconfigure_flow(hass)
+    new_input = USER_INPUT | {CONF_APPLICATION_KEY: "OMGKITTENS-rotated"}
+    with aioresponses() as mocked:
+        mocked.get(DEVICES_URL, payload=load_fixture("devices.json"), repeat=True)
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], new_input
+        )
+        await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert mock_config_entry.data[CONF_APPLICATION_KEY] == "OMGKITTENS-rotated"
+
+
+async def test_options_turn_gap_fill_off(
+    hass: HomeAssistant, mock_config_entry: MockConfigEntry
+) -> None:
+    """The options flow stores whether gaps are filled automatically."""
+    mock_config_entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(mock_config_entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_GAP_FILL: False}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert mock_config_entry.options == {CONF_GAP_FILL: False}
