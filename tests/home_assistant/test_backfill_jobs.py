@@ -220,11 +220,21 @@ async def test_second_backfill_of_a_station_is_refused(
 ) -> None:
     """A station that is backfilling refuses another backfill, naming it."""
     history = History(_records(dt_util.utcnow() - timedelta(days=3), dt_util.utcnow()))
-    history.hold_at = 1
+    history.hold_at = 2
     mock_api.get(HISTORY_URL, callback=history.serve, repeat=True)
     events = async_capture_events(hass, EVENT_BACKFILL_FINISHED)
     await hass.services.async_call(DOMAIN, "backfill", {"days": 2}, blocking=True)
     await history.held.wait()
+    await hass.async_block_till_done()
+
+    # One page of three (two days and the record before them) is done.
+    progress = hass.states.get(_entity_id(hass, "backfill_progress"))
+    assert progress is not None
+    assert float(progress.state) == pytest.approx(100 / 3)
+    assert progress.attributes["pages_done"] == 1
+    assert progress.attributes["pages_total"] == 3
+    # 24 hours of records; the oldest hour waits for the record before it.
+    assert progress.attributes["hours_imported"] == 23
 
     with pytest.raises(ServiceValidationError) as err:
         await hass.services.async_call(DOMAIN, "backfill", {"days": 1}, blocking=True)
@@ -235,6 +245,7 @@ async def test_second_backfill_of_a_station_is_refused(
     history.release.set()
     await hass.async_block_till_done(wait_background_tasks=True)
     assert [event.data["status"] for event in events] == ["cancelled"]
+    assert hass.states.get(_entity_id(hass, "backfill_progress")).state == "unknown"
 
 
 async def test_backfill_answers_with_its_plan(
