@@ -74,6 +74,13 @@ EMPTY_PAGE_PROBES = 7
 PAGES_BEFORE_START = 2
 STATISTICS_LOOKBACK_DAYS = 3650
 HOUR = timedelta(hours=1)
+# Failures worth another try of the same page.
+_RETRIED = (
+    AmbientServerError,
+    AmbientResponseError,
+    AmbientRateLimitError,
+    QueueTimeoutError,
+)
 
 _KINDS = {
     SensorStateClass.MEASUREMENT: FieldKind.MEASUREMENT,
@@ -207,29 +214,27 @@ class BackfillWorker:
 
     def _fetch(self, cursor: datetime) -> list[Record]:
         """Return one page, retrying failures of the API with a growing pause."""
-        for delay in (*PAGE_RETRY_DELAYS, None):
-            if self._cancel.is_set():
-                raise BackfillCancelledError
+        for delay in PAGE_RETRY_DELAYS:
             try:
-                page: list[Record] = self._queue.submit_threadsafe(
-                    self._client.device_history,
-                    self.state.mac,
-                    cursor,
-                    HISTORY_PAGE_LIMIT,
-                    timeout=BRIDGE_TIMEOUT,
-                    priority=Priority.BACKFILL,
-                )
-            except (
-                AmbientServerError,
-                AmbientResponseError,
-                AmbientRateLimitError,
-                QueueTimeoutError,
-            ):
-                if delay is None or self._cancel.wait(delay):
-                    raise
-            else:
-                return page
-        raise AssertionError("unreachable")
+                return self._request(cursor)
+            except _RETRIED:
+                if self._cancel.wait(delay):
+                    raise BackfillCancelledError from None
+        return self._request(cursor)
+
+    def _request(self, cursor: datetime) -> list[Record]:
+        """Ask the queue for the page of records up to `cursor`."""
+        if self._cancel.is_set():
+            raise BackfillCancelledError
+        page: list[Record] = self._queue.submit_threadsafe(
+            self._client.device_history,
+            self.state.mac,
+            cursor,
+            HISTORY_PAGE_LIMIT,
+            timeout=BRIDGE_TIMEOUT,
+            priority=Priority.BACKFILL,
+        )
+        return page
 
     def _bridge[T](self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on Home Assistant's loop and wait for it, bounded."""
@@ -244,6 +249,7 @@ class BackfillWorker:
         """Hand finished hours to the recorder, then checkpoint past them."""
         if not hours:
             return
+        imported: set[datetime] = set()
         for target in targets:
             rows = [
                 row
@@ -252,7 +258,8 @@ class BackfillWorker:
             ]
             if rows:
                 self._bridge(_async_import(self.hass, target.metadata, rows))
-        self.state.hours += len(hours)
+                imported.update(row["start"] for row in rows)
+        self.state.hours += len(imported)
         self.state.resume_end = hours[-1].start
         self.state.sums = {
             t.key: t.running_sum for t in targets if t.metadata["has_sum"]
