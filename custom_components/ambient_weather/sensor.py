@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, override
 
 from homeassistant.components.sensor import (
@@ -45,63 +46,53 @@ class AmbientSensorEntityDescription(SensorEntityDescription):
     """Describes an Ambient Weather sensor; `key` is the API field."""
 
 
-def _temperature(key: str, translation_key: str) -> AmbientSensorEntityDescription:
-    """Describe a temperature field."""
+def _field(
+    key: str,
+    translation_key: str,
+    *,
+    device_class: SensorDeviceClass,
+    unit: str,
+    state_class: SensorStateClass = SensorStateClass.MEASUREMENT,
+    precision: int | None = None,
+) -> AmbientSensorEntityDescription:
+    """Describe a field of the API, which always reports in US units."""
     return AmbientSensorEntityDescription(
         key=key,
         translation_key=translation_key,
-        device_class=SensorDeviceClass.TEMPERATURE,
-        native_unit_of_measurement=UnitOfTemperature.FAHRENHEIT,
-        state_class=SensorStateClass.MEASUREMENT,
-        suggested_display_precision=1,
+        device_class=device_class,
+        native_unit_of_measurement=unit,
+        state_class=state_class,
+        suggested_display_precision=precision,
     )
 
 
-def _humidity(key: str, translation_key: str) -> AmbientSensorEntityDescription:
-    """Describe a relative humidity field."""
-    return AmbientSensorEntityDescription(
-        key=key,
-        translation_key=translation_key,
-        device_class=SensorDeviceClass.HUMIDITY,
-        native_unit_of_measurement=PERCENTAGE,
-        state_class=SensorStateClass.MEASUREMENT,
-    )
-
-
-def _rain_total(key: str, translation_key: str) -> AmbientSensorEntityDescription:
-    """Describe a rain accumulator, which the console resets on its own clock."""
-    return AmbientSensorEntityDescription(
-        key=key,
-        translation_key=translation_key,
-        device_class=SensorDeviceClass.PRECIPITATION,
-        native_unit_of_measurement=UnitOfPrecipitationDepth.INCHES,
-        state_class=SensorStateClass.TOTAL_INCREASING,
-        suggested_display_precision=2,
-    )
-
-
-def _wind(key: str, translation_key: str) -> AmbientSensorEntityDescription:
-    """Describe a wind speed field."""
-    return AmbientSensorEntityDescription(
-        key=key,
-        translation_key=translation_key,
-        device_class=SensorDeviceClass.WIND_SPEED,
-        native_unit_of_measurement=UnitOfSpeed.MILES_PER_HOUR,
-        state_class=SensorStateClass.MEASUREMENT,
-        suggested_display_precision=1,
-    )
-
-
-def _pressure(key: str, translation_key: str) -> AmbientSensorEntityDescription:
-    """Describe a barometric pressure field."""
-    return AmbientSensorEntityDescription(
-        key=key,
-        translation_key=translation_key,
-        device_class=SensorDeviceClass.ATMOSPHERIC_PRESSURE,
-        native_unit_of_measurement=UnitOfPressure.INHG,
-        state_class=SensorStateClass.MEASUREMENT,
-        suggested_display_precision=2,
-    )
+_temperature = partial(
+    _field,
+    device_class=SensorDeviceClass.TEMPERATURE,
+    unit=UnitOfTemperature.FAHRENHEIT,
+    precision=1,
+)
+_humidity = partial(_field, device_class=SensorDeviceClass.HUMIDITY, unit=PERCENTAGE)
+_pressure = partial(
+    _field,
+    device_class=SensorDeviceClass.ATMOSPHERIC_PRESSURE,
+    unit=UnitOfPressure.INHG,
+    precision=2,
+)
+_wind = partial(
+    _field,
+    device_class=SensorDeviceClass.WIND_SPEED,
+    unit=UnitOfSpeed.MILES_PER_HOUR,
+    precision=1,
+)
+# Rain accumulators, which the console resets on its own clock.
+_rain_total = partial(
+    _field,
+    device_class=SensorDeviceClass.PRECIPITATION,
+    unit=UnitOfPrecipitationDepth.INCHES,
+    state_class=SensorStateClass.TOTAL_INCREASING,
+    precision=2,
+)
 
 
 SENSORS: tuple[AmbientSensorEntityDescription, ...] = (
