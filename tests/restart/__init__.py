@@ -1,0 +1,1 @@
+"""Tests that stop Home Assistant and start it again."""
