@@ -209,7 +209,9 @@ class BackfillWorker:
                 cursor -= timedelta(days=1)
                 if probes > EMPTY_PAGE_PROBES or cursor < state.start:
                     break
-        self._import(targets, folder.finish())
+        hours = folder.finish()
+        state.records = records_before + folder.taken
+        self._import(targets, hours)
         self._bridge(get_instance(self.hass).async_block_till_done())
 
     def _fetch(self, cursor: datetime) -> list[Record]:

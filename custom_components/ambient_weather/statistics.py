@@ -78,6 +78,7 @@ class _Bucket:
     """The samples of one hour while records are still arriving."""
 
     start_ms: int
+    records: int = 0
     samples: dict[str, list[float]] = field(default_factory=dict)
     counters: dict[str, CounterHour] = field(default_factory=dict)
 
@@ -106,6 +107,8 @@ class HourlyStatistics:
         self._end_ms = int(end.timestamp() * 1000)
         self._buckets: dict[int, _Bucket] = {}
         self._last_ms: int | None = None
+        # Records of the range in the hours handed back so far; the records of
+        # hours still held count when their hour does.
         self.taken = 0
         # Per counter: the value of the newest record seen so far that carries
         # it, and the hour whose change is waiting for the record before it.
@@ -141,8 +144,9 @@ class HourlyStatistics:
     def _take(self, record: Record, timestamp: int) -> None:
         """Add one record's fields to its hour and to the counters' changes."""
         inside = timestamp >= self._start_ms
-        self.taken += inside
         bucket = self._bucket(hour_start(timestamp)) if inside else None
+        if bucket is not None:
+            bucket.records += 1
         for key, kind in self._kinds.items():
             if (value := to_number(record.get(key))) is None:
                 continue
@@ -180,7 +184,9 @@ class HourlyStatistics:
                 or start_ms in waiting
             ):
                 break
-            done.append(_summarise(self._buckets.pop(start_ms), self._kinds))
+            bucket = self._buckets.pop(start_ms)
+            self.taken += bucket.records
+            done.append(_summarise(bucket, self._kinds))
         return done
 
 
