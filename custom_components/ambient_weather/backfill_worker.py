@@ -12,14 +12,16 @@ too, so a worker writes only hours that the recorder will never compile (before
 the entity existed) or has compiled already (which the import overwrites, as it
 must after hours compiled from stale states while Home Assistant was down); never
 the current hour nor one whose compile is pending. Counters' sums are laid
-backwards from the recorder's own sum at the first hour left to it, so every
-imported hour's change is that hour's rain and the recorder continues without a
-step.
+backwards, page by page, from the recorder's own sum at the first hour left to
+it; when the job completes, one adjustment joins them to the row before the
+range. Then every imported hour's change is that hour's rain, the first one
+included, the recorder's rows keep their change, and its next compile continues
+without a step.
 """
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 import math
 import threading
@@ -73,6 +75,7 @@ PAGE_RETRY_DELAYS = (5.0, 15.0, 45.0, 120.0)
 EMPTY_PAGE_PROBES = 7
 PAGES_BEFORE_START = 2
 STATISTICS_LOOKBACK_DAYS = 3650
+SUM_TOLERANCE = 1e-9
 HOUR = timedelta(hours=1)
 # Failures worth another try of the same page.
 _RETRIED = (
@@ -110,6 +113,8 @@ class BackfillState:
     # there, where the hours still to import must end.
     resume_end: datetime
     sums: dict[str, float] | None = None
+    # Counters: the start (epoch seconds) of the oldest hour imported so far.
+    oldest: dict[str, float] = field(default_factory=dict)
     pages_done: int = 0
     records: int = 0
     hours: int = 0
@@ -148,8 +153,9 @@ class _Target:
     convert: Any
     # Hours at or after this one are left to the recorder.
     limit: datetime
-    # Counters: the recorder's sum at `limit`, where imported sums must end.
+    # Counters: while importing, the sum before the hours imported so far.
     running_sum: float = 0.0
+    oldest: datetime | None = None
 
 
 class BackfillWorker:
@@ -177,6 +183,9 @@ class BackfillWorker:
         targets = self._bridge(
             _async_targets(self.hass, state.mac, state.resume_end, state.sums)
         )
+        for target in targets:
+            if (oldest := state.oldest.get(target.key)) is not None:
+                target.oldest = dt_util.utc_from_timestamp(oldest)
         folder = HourlyStatistics(
             {t.key: t.kind for t in targets}, state.start, state.resume_end
         )
@@ -212,7 +221,7 @@ class BackfillWorker:
         hours = folder.finish()
         state.records = records_before + folder.taken
         self._import(targets, hours)
-        self._bridge(get_instance(self.hass).async_block_till_done())
+        self._bridge(_async_join_sums(self.hass, targets))
 
     def _fetch(self, cursor: datetime) -> list[Record]:
         """Return one page, retrying failures of the API with a growing pause."""
@@ -263,8 +272,10 @@ class BackfillWorker:
                 imported.update(row["start"] for row in rows)
         self.state.hours += len(imported)
         self.state.resume_end = hours[-1].start
-        self.state.sums = {
-            t.key: t.running_sum for t in targets if t.metadata["has_sum"]
+        counters = [t for t in targets if t.metadata["has_sum"]]
+        self.state.sums = {t.key: t.running_sum for t in counters}
+        self.state.oldest = {
+            t.key: t.oldest.timestamp() for t in counters if t.oldest is not None
         }
         self._report(replace(self.state))
 
@@ -344,8 +355,7 @@ async def _async_limit(
 ) -> tuple[datetime, float]:
     """Return the first hour to leave alone and the recorder's sum before it."""
     hour_created = entity.created_at.replace(minute=0, second=0, microsecond=0)
-    instance = get_instance(hass)
-    last = await instance.async_add_executor_job(
+    last = await get_instance(hass).async_add_executor_job(
         get_last_statistics, hass, 1, entity.entity_id, False, {"sum"}
     )
     rows = last.get(entity.entity_id, [])
@@ -353,20 +363,56 @@ async def _async_limit(
         dt_util.utc_from_timestamp(rows[0]["start"]) + HOUR if rows else hour_created
     )
     limit = min(max(hour_created, compiled_until), end)
-    if rows and rows[0]["start"] >= limit.timestamp():
-        # The range ends before the newest row: anchor on the row before it.
-        before = await instance.async_add_executor_job(
-            statistics_during_period,
-            hass,
-            limit - timedelta(days=STATISTICS_LOOKBACK_DAYS),
-            limit,
-            {entity.entity_id},
-            "hour",
-            None,
-            {"sum"},
-        )
-        rows = before.get(entity.entity_id, [])[-1:]
-    return limit, (rows[0].get("sum") or 0.0) if rows else 0.0
+    if rows and rows[0]["start"] < limit.timestamp():
+        return limit, rows[0].get("sum") or 0.0
+    return limit, await _async_sum_before(hass, entity.entity_id, limit)
+
+
+async def _async_sum_before(
+    hass: HomeAssistant, statistic_id: str, moment: datetime
+) -> float:
+    """Return the sum of the newest hourly row before a moment, or 0."""
+    rows = await get_instance(hass).async_add_executor_job(
+        statistics_during_period,
+        hass,
+        moment - timedelta(days=STATISTICS_LOOKBACK_DAYS),
+        moment,
+        {statistic_id},
+        "hour",
+        None,
+        {"sum"},
+    )
+    before = rows.get(statistic_id, [])
+    return (before[-1].get("sum") or 0.0) if before else 0.0
+
+
+async def _async_join_sums(hass: HomeAssistant, targets: list[_Target]) -> None:
+    """Shift each counter's sums so its oldest imported hour follows the row before.
+
+    Sums were laid backwards from the recorder's sum at the end of the range, so
+    the oldest imported hour stands at an arbitrary level. Moving that hour and
+    everything after it, the recorder's own rows included, by one amount joins
+    the imported hours to the history before them without changing any hour's
+    change; the recorder's adjustment moves its 5-minute sums too, so its next
+    compile continues without a step.
+    """
+    recorder = get_instance(hass)
+    await recorder.async_block_till_done()
+    for target in targets:
+        if target.oldest is None:
+            continue
+        statistic_id = target.metadata["statistic_id"]
+        before = await _async_sum_before(hass, statistic_id, target.oldest)
+        adjustment = before - target.running_sum
+        # A job run again lands where it did before, but for rounding.
+        if abs(adjustment) > SUM_TOLERANCE:
+            recorder.async_adjust_statistics(
+                statistic_id,
+                target.oldest,
+                adjustment,
+                target.metadata["unit_of_measurement"] or "",
+            )
+    await recorder.async_block_till_done()
 
 
 async def _async_import(
@@ -384,6 +430,7 @@ def _row(target: _Target, hour: Hour) -> StatisticData | None:
             row = StatisticData(
                 start=hour.start, state=convert(state), sum=target.running_sum
             )
+            target.oldest = hour.start
             # Hours come newest first: before this hour the sum was lower by its
             # change.
             target.running_sum -= convert(change) - convert(0.0)

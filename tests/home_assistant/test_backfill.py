@@ -149,13 +149,13 @@ async def test_backfill_writes_hourly_statistics(
     assert two["mean"] == pytest.approx(_celsius(68))
 
     # Hour one gains 0.2 in. Hour two gains 0.1 in, then the reset to 0.05
-    # counts from zero, then 0.05 more: 0.2 in. Sums end at zero, where the
-    # recorder's own sums will start.
+    # counts from zero, then 0.05 more: 0.2 in. With no history before them,
+    # the sums start from zero.
     one, two = stats[rain]
     assert one["state"] == pytest.approx(0.2 * MM_PER_INCH)
     assert two["state"] == pytest.approx(0.1 * MM_PER_INCH)
-    assert two["sum"] == pytest.approx(0.0)
-    assert one["sum"] == pytest.approx(-0.2 * MM_PER_INCH)
+    assert one["sum"] == pytest.approx(0.2 * MM_PER_INCH)
+    assert two["sum"] == pytest.approx(0.4 * MM_PER_INCH)
 
     one, two = stats[wind]
     assert math.cos(math.radians(one["mean"])) == pytest.approx(1.0)

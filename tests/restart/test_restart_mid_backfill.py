@@ -192,11 +192,12 @@ async def test_resumed_job_writes_what_an_uninterrupted_one_does(
         [_celsius(40 + hour.hour) for hour in hours]
     )
 
-    # Sums end at 0 and each hour, on both sides of the resume, grows by its
-    # rain: no step where the second instance took over.
+    # Sums start from zero (nothing came before) and each hour, on both sides
+    # of the resume, grows by its rain: no step where the second instance took
+    # over.
     sums = [row["sum"] for row in restart.rain]
-    assert sums[-1] == pytest.approx(0.0)
     rain_by_hour = _hourly_rain(restart.records)
+    assert sums[0] == pytest.approx(rain_by_hour[hours[0]] * MM_PER_INCH)
     assert [b - a for a, b in pairwise(sums)] == pytest.approx(
         [rain_by_hour[hour] * MM_PER_INCH for hour in hours[1:]]
     )
