@@ -60,6 +60,8 @@ class AmbientWeatherFlowHandler(ConfigFlow, domain=DOMAIN):
         """Handle keys entered by the user."""
         errors: dict[str, str] = {}
         if user_input is not None:
+            # Keys copied from the Ambient website often carry stray spaces.
+            user_input = {key: value.strip() for key, value in user_input.items()}
             errors, stations = await self._async_validate(user_input)
             if not errors and not stations:
                 return self.async_abort(reason="no_devices")

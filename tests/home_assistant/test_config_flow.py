@@ -168,3 +168,18 @@ async def test_options_turn_gap_fill_off(
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert mock_config_entry.options == {CONF_GAP_FILL: False}
+
+
+async def test_pasted_keys_are_trimmed(hass: HomeAssistant) -> None:
+    """Spaces and line ends around pasted keys are dropped before use."""
+    padded = {
+        CONF_API_KEY: f"  {API_KEY}\n",
+        CONF_APPLICATION_KEY: f"{APPLICATION_KEY} ",
+    }
+    with aioresponses() as mocked:
+        mocked.get(DEVICES_URL, payload=load_fixture("devices.json"))
+        result = await hass.config_entries.flow.async_init(
+            DOMAIN, context={"source": SOURCE_USER}, data=padded
+        )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"] == USER_INPUT
