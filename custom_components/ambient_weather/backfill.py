@@ -187,6 +187,13 @@ class BackfillManager:
         }
         if error is not None:
             event["error"] = error
+        LOGGER.info(
+            "Backfill in %s %s: %s hours from %s records",
+            self.entry.title,
+            status,
+            state.hours,
+            state.records,
+        )
         self.hass.bus.async_fire(EVENT_BACKFILL_FINISHED, event)
 
     def _report(self, state: BackfillState) -> None:
