@@ -1,0 +1,1 @@
+"""Benchmarks of the Ambient Weather integration, run by the scripts in scripts/."""
