@@ -28,6 +28,7 @@ from concurrent.futures import Future as ConcurrentFuture
 from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import partial
 import logging
 import math
 import random
@@ -192,9 +193,17 @@ class RequestQueue:
             raise QueueStoppedError("The request queue is not running")
         request = self._enqueue(call, args, priority)
         request.waiters += 1
+        # Each waiter reads the outcome through a future of its own: a shield of
+        # the shared one would, once cancelled, log the shared future's error
+        # that the other waiters still receive.
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        relay = partial(_relay, answer)
+        request.future.add_done_callback(relay)
         try:
-            return await asyncio.shield(request.future)
+            return await answer
         except asyncio.CancelledError:
+            request.future.remove_done_callback(relay)
+            _retrieve(answer)
             request.waiters -= 1
             if not (request.waiters or request.in_flight or request.future.done()):
                 self._withdraw(request)
@@ -243,8 +252,8 @@ class RequestQueue:
             return request
         loop = asyncio.get_running_loop()
         request = _Request(key, call, args, priority, loop.time(), loop.create_future())
-        # Waiters read the outcome through shields; one cancelled at the moment
-        # the outcome arrives must not leave an error behind as "never retrieved".
+        # A request nobody waits for any more must not leave its error behind
+        # as "never retrieved".
         request.future.add_done_callback(_retrieve)
         self._requests[key] = request
         self._pending[priority].append(request)
@@ -329,7 +338,9 @@ class RequestQueue:
                 "Ambient API rate limit reached for %s; backing off", self.name
             )
         delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2**self._backoff_step)
-        self._backoff_step += 1
+        # Stop doubling at the cap, where 2**step would in the end overflow.
+        if delay < BACKOFF_CAP:
+            self._backoff_step += 1
         self._backoff_until = now + delay * random.uniform(0.8, 1.2)
 
     def _recover(self) -> None:
@@ -364,9 +375,21 @@ class RequestQueue:
             request.future.set_result(result)
 
 
+def _relay(answer: asyncio.Future[Any], outcome: asyncio.Future[Any]) -> None:
+    """Pass a request's outcome on to one waiter, unless that waiter gave up."""
+    if answer.done():
+        return
+    if outcome.cancelled():
+        answer.cancel()
+    elif (error := outcome.exception()) is not None:
+        answer.set_exception(error)
+    else:
+        answer.set_result(outcome.result())
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark a finished future's error as seen."""
-    if not future.cancelled():
+    if future.done() and not future.cancelled():
         future.exception()
 
 
