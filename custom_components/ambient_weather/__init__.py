@@ -6,7 +6,7 @@ from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.start import async_at_started
 from homeassistant.helpers.typing import ConfigType
 
-from .backfill import BackfillManager
+from .backfill import BackfillManager, async_remove_store
 from .const import DOMAIN
 from .coordinator import (
     AmbientConfigEntry,
@@ -84,3 +84,8 @@ async def async_unload_entry(hass: HomeAssistant, entry: AmbientConfigEntry) -> 
     if unloaded := await hass.config_entries.async_unload_platforms(entry, PLATFORMS):
         await async_release_queue(hass, runtime.queue)
     return unloaded
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: AmbientConfigEntry) -> None:
+    """Forget the checkpoints of a removed entry."""
+    await async_remove_store(hass, entry.entry_id)

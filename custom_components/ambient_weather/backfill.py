@@ -35,6 +35,16 @@ GAP_THRESHOLD = timedelta(hours=1)
 SAVE_DELAY = 10
 
 
+def _store(hass: HomeAssistant, entry_id: str) -> Store[dict[str, Any]]:
+    """Return the store of an entry's checkpoints and last poll."""
+    return Store(hass, STORAGE_VERSION, f"{DOMAIN}.backfill.{entry_id}")
+
+
+async def async_remove_store(hass: HomeAssistant, entry_id: str) -> None:
+    """Delete what a removed entry kept."""
+    await _store(hass, entry_id).async_remove()
+
+
 class BackfillManager:
     """Run and remember the backfill jobs of one config entry."""
 
@@ -45,9 +55,7 @@ class BackfillManager:
         self.states: dict[str, BackfillState] = {}
         self._cancels: dict[str, threading.Event] = {}
         self._user_cancelled: set[str] = set()
-        self._store: Store[dict[str, Any]] = Store(
-            hass, STORAGE_VERSION, f"{DOMAIN}.backfill.{entry.entry_id}"
-        )
+        self._store = _store(hass, entry.entry_id)
         self._saved_jobs: dict[str, dict[str, Any]] = {}
         self._last_poll: datetime | None = None
 

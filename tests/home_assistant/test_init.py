@@ -1,5 +1,7 @@
 """Tests for setting up and unloading Ambient Weather."""
 
+from typing import Any
+
 from aioresponses import aioresponses
 import pytest
 
@@ -7,6 +9,7 @@ from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.ambient_weather.const import DOMAIN
 from custom_components.ambient_weather.queues import DATA_QUEUES
 
 from .conftest import DEVICES_URL
@@ -59,3 +62,19 @@ async def test_setup_failures(
     assert len(reauth) == (state is ConfigEntryState.SETUP_ERROR)
     # A failed setup lets go of the queue it took.
     assert not any(q.running for q in hass.data[DATA_QUEUES].queues.values())
+
+
+async def test_removing_the_entry_forgets_its_checkpoints(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    hass_storage: dict[str, Any],
+) -> None:
+    """A removed account leaves no backfill storage behind."""
+    key = f"{DOMAIN}.backfill.{init_integration.entry_id}"
+    await hass.async_block_till_done()
+    hass_storage[key] = {"version": 1, "key": key, "data": {"jobs": {}}}
+
+    await hass.config_entries.async_remove(init_integration.entry_id)
+    await hass.async_block_till_done()
+
+    assert key not in hass_storage
