@@ -267,7 +267,7 @@ def method(run: Run) -> list[str]:
     if run.traced_peak is not None:
         memory += "; tracemalloc's peak of what was allocated during the job"
     net = (
-        "; net of the loop thread's run-queue wait (schedstat), the time other "
+        "; net: less the loop thread's run-queue wait (schedstat), while other "
         "processes held the cores"
         if run.schedstat
         else ""
@@ -342,12 +342,13 @@ def stall_lines(run: Run) -> list[str]:
     for title, stall in stalls:
         if stall is not None:
             lines += _stall(title, stall, run.started, profiled=run.profiled)
-    dumps, busy = run.dumps
-    lines.append(
-        f"Stalls over {GOAL_STALL * 1000:.0f} ms caught by the faulthandler "
-        f"watchdog: {dumps}; threads not waiting when it fired:"
-    )
-    lines += [f"  {n:3d} x {place}" for place, n in busy.most_common(TOP)]
+    if run.profiled:
+        dumps, busy = run.dumps
+        lines.append(
+            f"Stalls over {GOAL_STALL * 1000:.0f} ms caught by the faulthandler "
+            f"watchdog: {dumps}; threads not waiting when it fired:"
+        )
+        lines += [f"  {n:3d} x {place}" for place, n in busy.most_common(TOP)]
     return lines
 
 
@@ -357,9 +358,11 @@ def _stall(title: str, stall: Stall, started: float, *, profiled: bool) -> list[
     samples = f"; busy samples in it: {len(stall.samples)}" if profiled else ""
     lines = [
         (
-            f"{title}: {stall.late * 1000:.1f} ms at +{stall.at - started:.1f} s; "
-            f"waiting for a CPU {stall.starved * 1000:.1f} ms; GC pauses in it (ms): "
-            f"{gc_pauses}{samples}"
+            f"{title}: {stall.late * 1000:.1f} ms at +{stall.at - started:.1f} s: "
+            f"the loop ran {stall.running * 1000:.1f} ms, waited for a CPU "
+            f"{stall.starved * 1000:.1f} ms and for the GIL or a lock "
+            f"{stall.waiting * 1000:.1f} ms; GC pauses in it (ms): {gc_pauses}"
+            f"{samples}"
         )
     ]
     places = Counter(

@@ -1,7 +1,8 @@
 """Every probe of one benchmark run, started and stopped together.
 
-`Instruments` builds the CPU meter, the stall probe with its watchdog and GC
-watch, and the sampler (gauges always, stacks when profiling), starts them just
+`Instruments` builds the CPU meter, the stall probe with its GC watch, and the
+sampler of gauges; when profiling, the sampler also reads stacks and the stall
+probe arms its faulthandler watchdog. It starts them just
 before the job and stops them when it ends. The order matters: a full garbage
 collection first, so that it stalls nothing it measures, and the probes only
 after it.
@@ -61,9 +62,13 @@ class Instruments:
         self.meter.install(monkeypatch)
         self.gc_watch = GcWatch()
         self._run_delay = RunDelay(threading.get_native_id())
+        # The watchdog lets go of the GIL at every wake-up: only when profiling.
         self._watchdog = StallWatchdog(WATCHDOG_THRESHOLD, self._names)
         self.probe = LoopStallProbe(
-            self.sampler, self.gc_watch, self._run_delay, self._watchdog
+            self.sampler,
+            self.gc_watch,
+            self._run_delay,
+            self._watchdog if profile else None,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.before: Clocks | None = None

@@ -1,20 +1,30 @@
 """Measure how long Home Assistant's event loop stalls, and why.
 
 `LoopStallProbe` is a task on the loop that sleeps 10 ms over and over and
-records how late each wake-up is: the loop was running something else, its
-thread waited for the GIL, or it waited for a CPU. The last is not the process's
-doing (on a shared machine other processes take the cores), so the probe also
-reads the loop thread's run-queue wait from Linux (`/proc/.../schedstat`) and
-gives each stall net of it. `GcWatch` notes the garbage collector's pauses, which
-stop every thread. For the worst stalls the probe keeps the sampler's busy
-samples and the GC pauses that fell inside them.
+records how late each wake-up is. A late loop was doing one of three things:
+
+- running: code on the loop took that long; the loop thread's CPU clock
+  (`time.thread_time`) over the sleep and the stall, capped at the stall, tells
+  how much of it the loop ran;
+- waiting for a CPU: on a shared machine other processes take the cores; Linux
+  counts the thread's run-queue wait (`/proc/.../schedstat`), and each stall is
+  also given net of it, as that is not the process's doing;
+- waiting for the GIL (or a lock): what is left. A thread that runs Python
+  flat out, like the recorder importing statistics, takes the GIL each time the
+  loop lets go of it, for up to the 5 ms switch interval.
+
+The probe reads the schedstat once per wake-up (a read lets go of the GIL, and
+every let-go can cost the loop a switch interval), so the CPU wait of a stall is
+counted from the previous wake-up: it may include a wait in the sleep before.
+`GcWatch` notes the garbage collector's pauses, which stop every thread.
 
 The sampler needs the GIL, so it cannot see a stall in which some thread holds
-the GIL and never lets go. `StallWatchdog` can: the probe re-arms
-`faulthandler.dump_traceback_later` at every wake-up, so faulthandler's own C
-thread, which needs no GIL, writes every thread's stack when the loop has not
-woken for the watchdog's threshold. The report names the threads that were not
-waiting at that moment.
+the GIL and never lets go. `StallWatchdog` can: when profiling, the probe
+re-arms `faulthandler.dump_traceback_later` at every wake-up, so faulthandler's
+own C thread, which needs no GIL, writes every thread's stack when the loop has
+not woken for the watchdog's threshold. The report names the threads that were
+not waiting at that moment. Re-arming lets go of the GIL too, which is why it
+is left out of a plain run.
 """
 
 import asyncio
@@ -167,9 +177,15 @@ class Stall:
 
     at: float
     late: float
+    running: float
     starved: float
     gc_pauses: list[float]
     samples: list[Sample]
+
+    @property
+    def waiting(self) -> float:
+        """Return the lateness neither running nor waiting for a CPU."""
+        return max(0.0, self.late - self.running - self.starved)
 
     @property
     def net(self) -> float:
@@ -207,7 +223,7 @@ class LoopStallProbe:
         sampler: StackSampler,
         gc_watch: GcWatch,
         run_delay: RunDelay,
-        watchdog: StallWatchdog,
+        watchdog: StallWatchdog | None,
         *,
         period: float = 0.01,
     ) -> None:
@@ -218,41 +234,48 @@ class LoopStallProbe:
         self._run_delay = run_delay
         self._watchdog = watchdog
         self._period = period
+        self._waited = 0.0
 
     async def run(self) -> None:
         """Measure until cancelled."""
         loop = asyncio.get_running_loop()
-        report = self.report
+        self._waited = self._run_delay.read()
         try:
             while True:
-                await self._measure_one(loop, report)
+                await self._measure_one(loop)
         finally:
-            self._watchdog.disarm()
+            if self._watchdog is not None:
+                self._watchdog.disarm()
 
-    async def _measure_one(
-        self, loop: asyncio.AbstractEventLoop, report: StallReport
-    ) -> None:
+    async def _measure_one(self, loop: asyncio.AbstractEventLoop) -> None:
         """Sleep once and record how late the wake-up was."""
         due = loop.time() + self._period
-        waited = self._run_delay.read()
-        self._watchdog.arm()
+        cpu = time.thread_time()
+        if self._watchdog is not None:
+            self._watchdog.arm()
         await asyncio.sleep(self._period)
         woke = loop.time()
         late = max(0.0, woke - due)
-        starved = min(late, max(0.0, self._run_delay.read() - waited))
+        running = min(late, time.thread_time() - cpu)
+        waited, self._waited = self._waited, self._run_delay.read()
+        starved = min(late - running, max(0.0, self._waited - waited))
+        report = self.report
         report.wakeups += 1
         report.lateness.append(late)
         report.net.append(late - starved)
         if report.worst is None or late > report.worst.late:
-            report.worst = self._stall(due, woke, late, starved)
+            report.worst = self._stall(due, woke, late, running, starved)
         if report.worst_net is None or late - starved > report.worst_net.net:
-            report.worst_net = self._stall(due, woke, late, starved)
+            report.worst_net = self._stall(due, woke, late, running, starved)
 
-    def _stall(self, due: float, woke: float, late: float, starved: float) -> Stall:
+    def _stall(
+        self, due: float, woke: float, late: float, running: float, starved: float
+    ) -> Stall:
         """Describe a stall from what the sampler and the GC watch saw in it."""
         return Stall(
             at=woke,
             late=late,
+            running=running,
             starved=starved,
             gc_pauses=self._gc.within(due, woke),
             samples=self._sampler.recent(due, woke),
