@@ -192,6 +192,7 @@ class BackfillManager:
             "start": state.start.isoformat(),
             "end": state.end.isoformat(),
             "gap_fill": state.gap_fill,
+            "skipped": state.skipped,
         }
         if error is not None:
             event["error"] = error

@@ -20,7 +20,7 @@ without a step.
 """
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 import math
@@ -115,6 +115,8 @@ class BackfillState:
     sums: dict[str, float] | None = None
     # Counters: the start (epoch seconds) of the oldest hour imported so far.
     oldest: dict[str, float] = field(default_factory=dict)
+    # Sensors left out: disabled ones, and fields whose sensor was deleted.
+    skipped: list[str] = field(default_factory=list)
     pages_done: int = 0
     records: int = 0
     hours: int = 0
@@ -173,6 +175,7 @@ class BackfillWorker:
         self.hass = hass
         self._client = runtime.client
         self._queue = runtime.queue
+        self._coordinator = runtime.coordinator
         self.state = state
         self._cancel = cancel
         self._report = report
@@ -180,9 +183,9 @@ class BackfillWorker:
     def run(self) -> None:
         """Page back from the checkpoint to the start, importing as hours finish."""
         state = self.state
-        targets = self._bridge(
-            _async_targets(self.hass, state.mac, state.resume_end, state.sums)
-        )
+        reported = self._coordinator.data[state.mac].last_data.keys()
+        state.skipped = []
+        targets = self._bridge(_async_targets(self.hass, state, reported))
         for target in targets:
             if (oldest := state.oldest.get(target.key)) is not None:
                 target.oldest = dt_util.utc_from_timestamp(oldest)
@@ -281,13 +284,15 @@ class BackfillWorker:
 
 
 async def _async_targets(
-    hass: HomeAssistant, mac: str, end: datetime, sums: dict[str, float] | None
+    hass: HomeAssistant, state: BackfillState, reported: Collection[str]
 ) -> list[_Target]:
     """Find each sensor's statistic_id, unit and import limit; on the loop.
 
-    `sums` are a checkpoint's running sums, which replace the anchors read from
-    the recorder when a job resumes.
+    A checkpoint's running sums replace the anchors read from the recorder when
+    a job resumes. Disabled sensors, and fields in `reported` whose sensor is
+    gone, are left out and noted in the state's `skipped`.
     """
+    mac, end, sums, skipped = state.mac, state.resume_end, state.sums, state.skipped
     # Let the recorder finish what it queued, such as compiling the hours it
     # missed while Home Assistant was down, before reading its state.
     await get_instance(hass).async_block_till_done()
@@ -298,7 +303,13 @@ async def _async_targets(
             continue
         unique_id = f"{mac}_{description.key}"
         entity_id = registry.async_get_entity_id(Platform.SENSOR, DOMAIN, unique_id)
-        if entity_id is None or registry.entities[entity_id].disabled:
+        if entity_id is None:
+            # The station reports the field but its sensor was deleted.
+            if description.key in reported:
+                skipped.append(description.key)
+            continue
+        if registry.entities[entity_id].disabled:
+            skipped.append(entity_id)
             continue
         target = await _async_target(
             hass, registry.entities[entity_id], description, kind, end

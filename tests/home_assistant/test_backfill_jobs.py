@@ -14,6 +14,7 @@ from yarl import URL
 
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import entity_registry as er
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
@@ -87,6 +88,14 @@ class History:
         end = int(kwargs["params"]["endDate"])
         limit = int(kwargs["params"]["limit"])
         page = [r for r in self.records if r["dateutc"] <= end][:limit]
+        return CallbackResult(payload=page)
+
+    async def serve_one_day(self, url: URL, **kwargs: Any) -> CallbackResult:
+        """Return the page, but only records of the day before endDate."""
+        result = await self.serve(url, **kwargs)
+        end = int(kwargs["params"]["endDate"])
+        day_ms = 86_400_000
+        page = [r for r in result.payload if r["dateutc"] > end - day_ms]
         return CallbackResult(payload=page)
 
 
@@ -413,3 +422,69 @@ async def test_stopping_home_assistant_stops_the_job_within_seconds(
     key = f"{DOMAIN}.backfill.{init_integration.entry_id}"
     [saved] = hass_storage[key]["data"]["jobs"].values()
     assert saved["pages_done"] == 1
+
+
+async def test_disabled_and_deleted_sensors_are_skipped_and_reported(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mock_api: aioresponses
+) -> None:
+    """A disabled sensor gets no statistics; it and a deleted one are reported."""
+    registry = er.async_get(hass)
+    humidity = _entity_id(hass, "humidity")
+    registry.async_update_entity(humidity, disabled_by=er.RegistryEntryDisabler.USER)
+    registry.async_remove(_entity_id(hass, "dewPoint"))
+    end = _hour_start(dt_util.utcnow())
+    records = [r | {"humidity": 50} for r in _records(end - 5 * HOUR, end)]
+    mock_api.get(HISTORY_URL, callback=History(records).serve, repeat=True)
+
+    event = await _backfill(hass, {"days": 1})
+
+    assert event["status"] == "completed"
+    assert event["skipped"] == ["dewPoint", humidity]
+    rows = await _statistics(
+        hass, end - 6 * HOUR, {humidity, _entity_id(hass, "tempf")}
+    )
+    assert humidity not in rows
+    assert len(rows[_entity_id(hass, "tempf")]) == 5
+
+
+async def test_empty_pages_are_probed_past(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mock_api: aioresponses
+) -> None:
+    """A station silent for three days is no start of its history."""
+    end = _hour_start(dt_util.utcnow())
+    records = _records(end - timedelta(days=8), end - timedelta(days=5)) + _records(
+        end - timedelta(days=2), end
+    )
+    history = History(records)
+    # Like the real API may, answer only from the day before endDate.
+    mock_api.get(HISTORY_URL, callback=history.serve_one_day, repeat=True)
+
+    event = await _backfill(hass, {"days": 8})
+
+    assert event["status"] == "completed"
+    assert event["hours"] == (3 + 2) * 24
+    assert event["records"] == len(records)
+
+
+async def test_hours_stay_utc_across_a_daylight_saving_change(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mock_api: aioresponses
+) -> None:
+    """The night clocks fall back has 25 local hours: 25 distinct rows, none moved."""
+    await hass.config.async_set_time_zone("America/New_York")
+    # 2025-11-02 01:00-02:00 happened twice in New York.
+    local_day = datetime(2025, 11, 2, tzinfo=dt_util.get_time_zone("America/New_York"))
+    start = dt_util.as_utc(local_day)
+    end = dt_util.as_utc(local_day + timedelta(days=1))
+    records = _records(start - HOUR, end)
+    mock_api.get(HISTORY_URL, callback=History(records).serve, repeat=True)
+
+    event = await _backfill(hass, {"start": start.isoformat(), "end": end.isoformat()})
+
+    assert event["status"] == "completed"
+    temperature = _entity_id(hass, "tempf")
+    rows = (await _statistics(hass, start, {temperature}))[temperature]
+    starts = [dt_util.utc_from_timestamp(row["start"]) for row in rows]
+    assert starts == [start + i * HOUR for i in range(25)]
+    assert [row["mean"] for row in rows] == pytest.approx(
+        [_celsius(40 + moment.hour) for moment in starts]
+    )
