@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 import itertools
 import time
+import tracemalloc
 from typing import Any
 
 from custom_components.ambient_weather.request_queue import MIN_SPACING
@@ -83,6 +84,7 @@ class Run:
     # faulthandler dumps of stalls over the goal, and the busy threads in them.
     dumps: tuple[int, Counter[str]]
     traced_peak: int | None
+    traced_sites: list[tracemalloc.Statistic]
 
     def served(self, prefix: str, *, exact: bool = False) -> list[Served]:
         """Return the requests under a path that arrived during the job."""
@@ -236,6 +238,7 @@ def report(run: Run) -> str:
         "",
         *method(run),
         *profile(run),
+        *memory_sites(run),
         *stall_lines(run),
         "",
     ]
@@ -306,7 +309,9 @@ def method(run: Run) -> list[str]:
             f"- stalls: a task sleeping 10 ms on the loop woke {stalls.wakeups} "
             f"times; lateness p99 {stalls.quantile(0.99) * 1000:.1f} ms, "
             f"{stalls.over(GOAL_STALL)} later than {GOAL_STALL * 1000:.0f} ms "
-            f"({stalls.over(GOAL_STALL, net=True)} net){net}; {gc_pauses}"
+            f"({stalls.over(GOAL_STALL, net=True)} net){net}; {gc_pauses}; "
+            f"{stalls.over_goal_in_gc} of the {stalls.over_goal} wake-ups later "
+            "than the goal overlapped a GC pause"
         ),
         "",
     ]
@@ -330,6 +335,21 @@ def profile(run: Run) -> list[str]:
             f"    {n / thread.busy:6.1%}  {describe(place)}"
             for place, n in thread.places.most_common(TOP)
         ]
+    return [*lines, ""]
+
+
+def memory_sites(run: Run) -> list[str]:
+    """Return where the memory allocated during the job and still held was."""
+    if not run.traced_sites:
+        return []
+    lines = ["Allocated during the job and still held at its end (tracemalloc):"]
+    for site in run.traced_sites:
+        frame = site.traceback[0]
+        where = "/".join(frame.filename.rsplit("/", 3)[-3:])
+        lines.append(
+            f"  {site.size / MB:6.2f} MB in {site.count:7d} blocks  "
+            f"{where}:{frame.lineno}"
+        )
     return [*lines, ""]
 
 

@@ -33,6 +33,7 @@ import pytest
 from homeassistant.components.recorder import DEFAULT_COMMIT_INTERVAL, Recorder
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import Event, HomeAssistant, callback
+from pytest_homeassistant_custom_component import patch_recorder
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.ambient_weather.const import (
@@ -72,6 +73,20 @@ pytestmark = [
 @pytest.fixture(autouse=True)
 def real_recorder(recorder_mock: Recorder, enable_custom_integrations: None) -> None:
     """Start the recorder before Home Assistant, and let our integration load."""
+
+
+@pytest.fixture(autouse=True)
+def unrecorded_sessions(real_recorder: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the harness from holding on to every recorder session.
+
+    The harness wraps the recorder's `session_scope` in a mock, which keeps the
+    arguments of every call, the session included: memory that grows with each
+    import and that Home Assistant itself never holds. Call the wrapped function
+    directly instead.
+    """
+    wrapped = patch_recorder.real_session_scope
+    if callable(side_effect := getattr(wrapped, "side_effect", None)):
+        monkeypatch.setattr(patch_recorder, "real_session_scope", side_effect)
 
 
 @pytest.fixture(autouse=True)
@@ -231,4 +246,5 @@ def _run(
         ],
         dumps=instruments.dumps,
         traced_peak=instruments.traced_peak,
+        traced_sites=instruments.traced_sites,
     )

@@ -28,6 +28,8 @@ from .stalls import GcWatch, LoopStallProbe, RunDelay, StallWatchdog
 
 # The stall probe sleeps 10 ms: a wake-up later than the goal trips the watchdog.
 WATCHDOG_THRESHOLD = 0.010 + GOAL_STALL
+# With --tracemalloc, the report lists where the memory still held was allocated.
+TRACED_SITES = 8
 
 
 class Instruments:
@@ -69,6 +71,7 @@ class Instruments:
             self.gc_watch,
             self._run_delay,
             self._watchdog if profile else None,
+            goal=GOAL_STALL,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.before: Clocks | None = None
@@ -76,6 +79,7 @@ class Instruments:
         self.load: tuple[float, float] = (0.0, 0.0)
         self.schedstat = self._run_delay.available
         self.traced_peak: int | None = None
+        self.traced_sites: list[tracemalloc.Statistic] = []
         self.dumps = self._watchdog.busy_threads()
 
     def start(self) -> None:
@@ -103,6 +107,9 @@ class Instruments:
         self.load = (self.load[0], os.getloadavg()[0])
         if self._trace_memory:
             self.traced_peak = tracemalloc.get_traced_memory()[1]
+            self.traced_sites = tracemalloc.take_snapshot().statistics("lineno")[
+                :TRACED_SITES
+            ]
             tracemalloc.stop()
         self.sampler.stop()
         self.gc_watch.remove()
