@@ -33,6 +33,7 @@ from .request_queue import MIN_SPACING, QueueStoppedError
 STORAGE_VERSION = 1
 GAP_THRESHOLD = timedelta(hours=1)
 SAVE_DELAY = 10
+POLL_SAVE = timedelta(minutes=15)
 
 
 def _store(hass: HomeAssistant, entry_id: str) -> Store[dict[str, Any]]:
@@ -58,6 +59,7 @@ class BackfillManager:
         self._store = _store(hass, entry.entry_id)
         self._saved_jobs: dict[str, dict[str, Any]] = {}
         self._last_poll: datetime | None = None
+        self._last_poll_saved: datetime | None = None
 
     async def async_load(self) -> None:
         """Read the checkpoints and the time of the last successful poll."""
@@ -115,13 +117,18 @@ class BackfillManager:
         """Stop every job for now (unload or shutdown); they resume later."""
         for cancel in self._cancels.values():
             cancel.set()
+        self._store.async_delay_save(self._data, SAVE_DELAY)
 
     @callback
     def async_poll_succeeded(self) -> None:
         """Note a successful poll; fill the gap if the last one is long ago."""
         now = dt_util.utcnow()
         last, self._last_poll = self._last_poll, now
-        self._store.async_delay_save(self._data, SAVE_DELAY)
+        # Kept on disk every quarter hour and at a clean stop: after a crash, an
+        # older time only makes the next gap fill a little longer.
+        if self._last_poll_saved is None or now - self._last_poll_saved > POLL_SAVE:
+            self._last_poll_saved = now
+            self._store.async_delay_save(self._data, SAVE_DELAY)
         if (
             last is None
             or now - last <= GAP_THRESHOLD
