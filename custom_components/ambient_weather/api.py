@@ -15,6 +15,7 @@ from aiohttp import ClientError, ClientResponse, ClientSession, ClientTimeout
 type Record = dict[str, Any]
 
 HISTORY_PAGE_LIMIT = 288
+_INVALID = object()
 REQUEST_TIMEOUT = ClientTimeout(total=30)
 
 
@@ -98,7 +99,12 @@ class AmbientClient:
 
 def _parse(response: ClientResponse, body: str) -> list[Any]:
     """Return the JSON array of a response or raise the error it stands for."""
-    code = _error_code(body)
+    # A page is some 130 kB of JSON, decoded on the event loop: decode it once.
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = _INVALID
+    code = _error_code(data)
     status = response.status
     if status == 429 or code == "above-user-rate-limit":
         raise AmbientRateLimitError("Rate limited by the API")
@@ -110,21 +116,15 @@ def _parse(response: ClientResponse, body: str) -> list[Any]:
         raise AmbientAuthError(f"The API refused the keys ({code or status})")
     if status != 200 or code:
         raise AmbientResponseError(f"Unexpected answer (HTTP {status}, {code})")
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise AmbientResponseError("The API answered with invalid JSON") from None
+    if data is _INVALID:
+        raise AmbientResponseError("The API answered with invalid JSON")
     if not isinstance(data, list):
         raise AmbientResponseError("The API answered with something else than a list")
     return data
 
 
-def _error_code(body: str) -> str:
-    """Return the `error` code of an error body, or an empty string."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return ""
+def _error_code(data: Any) -> str:
+    """Return the `error` code of a decoded error body, or an empty string."""
     code = data.get("error") if isinstance(data, dict) else None
     return code if isinstance(code, str) else ""
 

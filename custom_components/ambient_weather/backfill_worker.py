@@ -264,6 +264,7 @@ class BackfillWorker:
         if not hours:
             return
         imported: set[datetime] = set()
+        batches: list[tuple[StatisticMetaData, list[StatisticData]]] = []
         for target in targets:
             rows = [
                 row
@@ -271,8 +272,12 @@ class BackfillWorker:
                 if hour.start < target.limit and (row := _row(target, hour)) is not None
             ]
             if rows:
-                self._bridge(_async_import(self.hass, target.metadata, rows))
+                batches.append((target.metadata, rows))
                 imported.update(row["start"] for row in rows)
+        if batches:
+            # One hand-over per page rather than one per statistic: each wakes
+            # the loop and waits for it.
+            self._bridge(_async_import(self.hass, batches))
         self.state.hours += len(imported)
         self.state.resume_end = hours[-1].start
         counters = [t for t in targets if t.metadata["has_sum"]]
@@ -427,10 +432,11 @@ async def _async_join_sums(hass: HomeAssistant, targets: list[_Target]) -> None:
 
 
 async def _async_import(
-    hass: HomeAssistant, metadata: StatisticMetaData, rows: list[StatisticData]
+    hass: HomeAssistant, batches: list[tuple[StatisticMetaData, list[StatisticData]]]
 ) -> None:
-    """Queue an import with the recorder; on the loop."""
-    async_import_statistics(hass, metadata, rows)
+    """Queue a page's imports with the recorder, one per statistic; on the loop."""
+    for metadata, rows in batches:
+        async_import_statistics(hass, metadata, rows)
 
 
 def _row(target: _Target, hour: Hour) -> StatisticData | None:

@@ -41,9 +41,11 @@ from .api import AmbientError, AmbientRateLimitError
 _LOGGER = logging.getLogger(__name__)
 
 # Ambient allows one request per second per API key. The server measures when
-# requests arrive, so a small margin keeps network jitter from making two
-# requests look closer than a second.
-MIN_SPACING = 1.04
+# requests arrive, so a margin keeps network jitter from making two requests
+# look closer than a second: on loopback, arrivals came up to 23 ms closer than
+# they were sent. 35 ms covers that and still leaves backfill 95 % of the key's
+# rate beside a poll a minute.
+MIN_SPACING = 1.035
 APPLICATION_KEY_RATE = 3
 # A request loses one priority level for every AGING_SECONDS it has waited.
 AGING_SECONDS = 30.0
