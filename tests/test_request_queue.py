@@ -462,28 +462,15 @@ async def test_submit_threadsafe_on_the_loop_thread_raises_at_once(
     assert queue.depth() == EMPTY
 
 
-async def test_submit_threadsafe_on_a_queue_never_started_raises_at_once(
-    api: FakeApi,
+@pytest.mark.parametrize("stopped", [False, True], ids=["never started", "stopped"])
+async def test_submit_threadsafe_on_a_queue_not_running_raises_at_once(
+    api: FakeApi, stopped: bool
 ) -> None:
-    """A thread asking a queue that never started is refused at once."""
-    queue = _queue("never started")
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-
-    with pytest.raises(QueueStoppedError):
-        await _in_thread(
-            functools.partial(queue.submit_threadsafe, api.fetch, "page", timeout=5.0)
-        )
-
-    assert loop.time() - started < 0.5
-    assert api.sent == []
-
-
-async def test_submit_threadsafe_after_stop_raises_at_once(api: FakeApi) -> None:
-    """A thread asking a stopped queue is refused at once."""
-    queue = _queue("stopped")
-    queue.start()
-    await queue.async_stop()
+    """A thread asking a queue that never started, or stopped, is refused at once."""
+    queue = _queue("not running")
+    if stopped:
+        queue.start()
+        await queue.async_stop()
     loop = asyncio.get_running_loop()
     started = loop.time()
 

@@ -379,8 +379,11 @@ async def _async_limit(
         dt_util.utc_from_timestamp(rows[0]["start"]) + HOUR if rows else hour_created
     )
     limit = min(max(hour_created, compiled_until), end)
-    if rows and rows[0]["start"] < limit.timestamp():
+    if not rows:
+        return limit, 0.0
+    if rows[0]["start"] < limit.timestamp():
         return limit, rows[0].get("sum") or 0.0
+    # The range ends before the newest row: anchor on the row before it.
     return limit, await _async_sum_before(hass, entity.entity_id, limit)
 
 

@@ -67,15 +67,15 @@ class AmbientWeatherFlowHandler(ConfigFlow, domain=DOMAIN):
                 return self.async_abort(reason="no_devices")
             if not errors:
                 await self.async_set_unique_id(key_label(user_input[CONF_API_KEY]))
-                if self.source == SOURCE_REAUTH:
+                if self.source in (SOURCE_REAUTH, SOURCE_RECONFIGURE):
                     self._abort_if_unique_id_mismatch(reason="wrong_account")
-                    return self.async_update_reload_and_abort(
-                        self._get_reauth_entry(), data_updates=user_input
+                    entry = (
+                        self._get_reauth_entry()
+                        if self.source == SOURCE_REAUTH
+                        else self._get_reconfigure_entry()
                     )
-                if self.source == SOURCE_RECONFIGURE:
-                    self._abort_if_unique_id_mismatch(reason="wrong_account")
                     return self.async_update_reload_and_abort(
-                        self._get_reconfigure_entry(), data_updates=user_input
+                        entry, data_updates=user_input
                     )
                 self._abort_if_unique_id_configured()
                 title = stations[0] if len(stations) == 1 else "Ambient Weather"
