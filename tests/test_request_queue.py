@@ -12,6 +12,7 @@ import pytest
 
 from custom_components.ambient_weather import request_queue
 from custom_components.ambient_weather.api import (
+    REQUEST_SENT,
     AmbientRateLimitError,
     AmbientServerError,
 )
@@ -164,6 +165,54 @@ async def test_spacing_counts_from_a_failed_send(
     assert isinstance(outcomes[0], AmbientServerError)
     assert outcomes[1] == "answer b"
     assert _gaps(api.times)[0] >= SPACING - EPSILON
+
+
+async def test_spacing_counts_from_when_the_request_left(
+    queue: RequestQueue, api: FakeApi
+) -> None:
+    """A request that leaves late holds the next one back from when it left."""
+    loop = asyncio.get_running_loop()
+    left: list[float] = []
+
+    async def slow_to_leave() -> str:
+        """Take a spacing to connect, then report the headers written."""
+        await asyncio.sleep(SPACING)
+        left.append(loop.time())
+        report = REQUEST_SENT.get()
+        assert report is not None
+        report()
+        return "answer"
+
+    await asyncio.gather(queue.submit(slow_to_leave), queue.submit(api.fetch, "b"))
+
+    assert api.times[0] - left[0] >= SPACING - EPSILON
+
+
+def test_budget_counts_a_request_from_when_it_left() -> None:
+    """A request restamped to when it left stays in the budget's second longer."""
+    budget = ApplicationKeyBudget()
+    for sent in (0.0, 0.5, 0.6):
+        budget.record(sent)
+
+    budget.restamp(0.0, 0.3)
+
+    # Counted at 0.0 it would have left the window at 1.0; at 0.3 it stays
+    # until 1.3, and the window still holds three requests.
+    assert budget.delay(1.01) == pytest.approx(0.29)
+    assert budget.delay(1.3) == 0.0
+
+
+def test_budget_restamp_of_a_request_already_out_of_the_window() -> None:
+    """A request that took over a second to leave is counted again from then."""
+    budget = ApplicationKeyBudget()
+    budget.record(0.0)
+    budget.record(0.9)
+    assert budget.delay(1.5) == 0.0
+
+    budget.restamp(0.0, 1.5)
+    budget.record(1.6)
+
+    assert budget.delay(1.7) == pytest.approx(0.2)
 
 
 async def test_queues_sharing_an_application_key_share_its_budget(

@@ -3,16 +3,36 @@
 It makes exactly one HTTP request per call and never sleeps: pacing belongs to the
 request queue. Errors are typed by cause, and their text never contains the API
 key or the application key, which the API wants in the query string.
+
+Ambient counts a request when it arrives, and a request may leave well after the
+queue let it go: behind a new connection's TLS handshake, or a busy event loop.
+So a client on a session traced by `request_tracing` tells whoever set
+`REQUEST_SENT` the moment each request's headers are written.
 """
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import datetime
 import json
 import math
+from types import SimpleNamespace
 from typing import Any
 
-from aiohttp import ClientError, ClientResponse, ClientSession, ClientTimeout
+from aiohttp import (
+    ClientError,
+    ClientResponse,
+    ClientSession,
+    ClientTimeout,
+    TraceConfig,
+    TraceRequestHeadersSentParams,
+)
 
 type Record = dict[str, Any]
+
+# Called on the event loop as a request's headers go out on the wire.
+REQUEST_SENT: ContextVar[Callable[[], None] | None] = ContextVar(
+    "ambient_request_sent", default=None
+)
 
 HISTORY_PAGE_LIMIT = 288
 _INVALID = object()
@@ -85,6 +105,7 @@ class AmbientClient:
                 self._origin + path,
                 params=self._params | params,
                 timeout=REQUEST_TIMEOUT,
+                trace_request_ctx=REQUEST_SENT.get(),
             ) as response:
                 body = await response.text()
                 return _parse(response, body)
@@ -95,6 +116,23 @@ class AmbientClient:
             # outside the handler keeps it out of __context__ as well.
             error = AmbientServerError(f"Could not reach the API: {type(err).__name__}")
         raise error
+
+
+def request_tracing() -> TraceConfig:
+    """Return the trace that reports when each request was sent."""
+    trace = TraceConfig()
+    trace.on_request_headers_sent.append(_async_headers_sent)
+    return trace
+
+
+async def _async_headers_sent(
+    session: ClientSession,
+    context: SimpleNamespace,
+    params: TraceRequestHeadersSentParams,
+) -> None:
+    """Tell the request's sender that its headers are going out."""
+    if (sent := context.trace_request_ctx) is not None:
+        sent()
 
 
 def _parse(response: ClientResponse, body: str) -> list[Any]:

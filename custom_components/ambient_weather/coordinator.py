@@ -4,14 +4,17 @@ from dataclasses import dataclass
 import os
 from typing import TYPE_CHECKING, override
 
-from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import CONF_API_KEY
-from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import ConfigEntryAuthFailed
-from homeassistant.helpers.aiohttp_client import async_get_clientsession
-from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+from aiohttp import ClientSession
 
-from .api import AmbientAuthError, AmbientClient, AmbientError, Record
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_API_KEY, EVENT_HOMEASSISTANT_CLOSE
+from homeassistant.core import Event, HomeAssistant, callback
+from homeassistant.exceptions import ConfigEntryAuthFailed
+from homeassistant.helpers.aiohttp_client import async_create_clientsession
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+from homeassistant.util.hass_dict import HassKey
+
+from .api import AmbientAuthError, AmbientClient, AmbientError, Record, request_tracing
 from .const import (
     API_ORIGIN_ENV,
     CONF_APPLICATION_KEY,
@@ -24,6 +27,8 @@ from .request_queue import Priority, QueueStoppedError, RequestQueue
 
 if TYPE_CHECKING:
     from .backfill import BackfillManager
+
+DATA_SESSION: HassKey[ClientSession] = HassKey(f"{DOMAIN}_session")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,13 +58,37 @@ def api_origin() -> str:
     return os.environ.get(API_ORIGIN_ENV) or DEFAULT_API_ORIGIN
 
 
+@callback
 def create_client(
     hass: HomeAssistant, api_key: str, application_key: str
 ) -> AmbientClient:
-    """Return a client on Home Assistant's shared HTTP session."""
-    return AmbientClient(
-        async_get_clientsession(hass), api_key, application_key, api_origin()
-    )
+    """Return a client on the integration's HTTP session."""
+    return AmbientClient(_async_session(hass), api_key, application_key, api_origin())
+
+
+@callback
+def _async_session(hass: HomeAssistant) -> ClientSession:
+    """Return the HTTP session all our clients share, made on first use.
+
+    Home Assistant's shared session cannot be traced, and the request queue
+    needs the trace to learn when each request really left. The session uses
+    Home Assistant's connection pool; it outlives config entries, which would
+    otherwise detach it when the entry that happened to create it unloads.
+    """
+    if (session := hass.data.get(DATA_SESSION)) is None:
+        session = async_create_clientsession(
+            hass, auto_cleanup=False, trace_configs=[request_tracing()]
+        )
+        hass.data[DATA_SESSION] = session
+
+        @callback
+        def _async_detach(_: Event) -> None:
+            """Let go of the session as Home Assistant closes."""
+            session.detach()
+            hass.data.pop(DATA_SESSION, None)
+
+        hass.bus.async_listen_once(EVENT_HOMEASSISTANT_CLOSE, _async_detach)
+    return session
 
 
 def station_from_device(device: Record) -> AmbientStation:

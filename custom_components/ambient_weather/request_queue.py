@@ -4,7 +4,9 @@ There is one queue per API key, shared by everything that uses that key: the
 config flow, the coordinator's polls and the backfill jobs. Its promises:
 
 - Requests of one API key are sent at least `MIN_SPACING` seconds apart, counted
-  from when each was sent, whether it succeeded or not. Queues whose keys share an
+  from when each was sent, whether it succeeded or not. "Sent" is when the
+  client reports the request's headers written (see `api.REQUEST_SENT`), or
+  when the queue let it go if the client cannot tell. Queues whose keys share an
   application key also share its budget of three requests in any one second.
 - The highest priority goes first (config flow, then polls, then backfill pages);
   a request that has waited long is promoted, so none starves.
@@ -36,16 +38,16 @@ import statistics
 import threading
 from typing import Any
 
-from .api import AmbientError, AmbientRateLimitError
+from .api import REQUEST_SENT, AmbientError, AmbientRateLimitError
 
 _LOGGER = logging.getLogger(__name__)
 
-# Ambient allows one request per second per API key. The server measures when
-# requests arrive, so a margin keeps network jitter from making two requests
-# look closer than a second: on loopback, arrivals came up to 23 ms closer than
-# they were sent. 35 ms covers that and still leaves backfill 95 % of the key's
-# rate beside a poll a minute.
-MIN_SPACING = 1.035
+# Ambient allows one request per second per API key and counts when requests
+# arrive. Spacing is counted from when a request's headers were written, so a
+# slow connection or a busy loop cannot bring two arrivals closer; the margin is
+# for the network alone. 25 ms leaves backfill 96 % of the key's rate beside a
+# poll a minute.
+MIN_SPACING = 1.025
 APPLICATION_KEY_RATE = 3
 # A request loses one priority level for every AGING_SECONDS it has waited.
 AGING_SECONDS = 30.0
@@ -91,6 +93,15 @@ class ApplicationKeyBudget:
     def record(self, now: float) -> None:
         """Count a request sent at `now`."""
         self._sent.append(now)
+
+    def restamp(self, was: float, now: float) -> None:
+        """Move a request counted at `was` to `now`, when it really left."""
+        with suppress(ValueError):
+            # Gone already if the request took over a second to leave.
+            self._sent.remove(was)
+        # Other queues may have counted requests since: keep the order in which
+        # `delay` reads the oldest first.
+        self._sent = deque(sorted((*self._sent, now)))
 
 
 @dataclass(eq=False)
@@ -270,6 +281,8 @@ class RequestQueue:
 
     async def _run(self) -> None:
         """Send requests until cancelled."""
+        # Set in this task's own context: every call awaited below reports to it.
+        REQUEST_SENT.set(self._sent_now)
         while True:
             request = await self._next_request()
             await self._send(request)
@@ -332,6 +345,12 @@ class RequestQueue:
         else:
             self._recover()
             self._finish(request, result=result)
+
+    def _sent_now(self) -> None:
+        """Count the request in flight from now: its headers are going out."""
+        now = asyncio.get_running_loop().time()
+        self._budget.restamp(self._last_sent, now)
+        self._last_sent = now
 
     def _back_off(self, now: float) -> None:
         """Pause the queue after a 429, longer each time in a row."""
