@@ -172,7 +172,20 @@ class BackfillManager:
             status, error = "failed", str(err) or type(err).__name__
         else:
             status = "completed"
+        if status == "failed" or state.mac in self._user_cancelled:
+            await self._async_join_sums(worker)
         self._async_finish(state, status, error)
+
+    async def _async_join_sums(self, worker: BackfillWorker) -> None:
+        """Join what a job that will not resume imported to the history before it."""
+        try:
+            await worker.async_join_sums()
+        except Exception:  # noqa: BLE001
+            # The job must still end with its event; the next backfill of these
+            # hours joins them.
+            LOGGER.debug(
+                "Backfill in %s left its sums", self.entry.title, exc_info=True
+            )
 
     @callback
     def _async_finish(

@@ -16,7 +16,8 @@ backwards, page by page, from the recorder's own sum at the first hour left to
 it; when the job completes, one adjustment joins them to the row before the
 range. Then every imported hour's change is that hour's rain, the first one
 included, the recorder's rows keep their change, and its next compile continues
-without a step.
+without a step. A job that fails or is cancelled for good is joined the same way
+over the hours it imported; one stopped to resume later is joined when it ends.
 """
 
 import asyncio
@@ -179,13 +180,16 @@ class BackfillWorker:
         self.state = state
         self._cancel = cancel
         self._report = report
+        self._targets: list[_Target] = []
 
     def run(self) -> None:
         """Page back from the checkpoint to the start, importing as hours finish."""
         state = self.state
         reported = self._coordinator.data[state.mac].last_data.keys()
         state.skipped = []
-        targets = self._bridge(_async_targets(self.hass, state, reported))
+        targets = self._targets = self._bridge(
+            _async_targets(self.hass, state, reported)
+        )
         for target in targets:
             if (oldest := state.oldest.get(target.key)) is not None:
                 target.oldest = dt_util.utc_from_timestamp(oldest)
@@ -226,6 +230,10 @@ class BackfillWorker:
         self._import(targets, hours)
         self._bridge(_async_join_sums(self.hass, targets))
 
+    async def async_join_sums(self) -> None:
+        """Join the sums imported so far to the history before them; on the loop."""
+        await _async_join_sums(self.hass, self._targets)
+
     def _fetch(self, cursor: datetime) -> list[Record]:
         """Return one page, retrying failures of the API with a growing pause."""
         for delay in PAGE_RETRY_DELAYS:
@@ -265,6 +273,9 @@ class BackfillWorker:
             return
         imported: set[datetime] = set()
         batches: list[tuple[StatisticMetaData, list[StatisticData]]] = []
+        # Building rows moves the counters' running sums; keep them to undo
+        # that if the rows never reach the recorder.
+        before = [(t.running_sum, t.oldest) for t in targets]
         for target in targets:
             rows = [
                 row
@@ -277,7 +288,12 @@ class BackfillWorker:
         if batches:
             # One hand-over per page rather than one per statistic: each wakes
             # the loop and waits for it.
-            self._bridge(_async_import(self.hass, batches))
+            try:
+                self._bridge(_async_import(self.hass, batches))
+            except BaseException:
+                for target, (running_sum, oldest) in zip(targets, before, strict=True):
+                    target.running_sum, target.oldest = running_sum, oldest
+                raise
         self.state.hours += len(imported)
         self.state.resume_end = hours[-1].start
         counters = [t for t in targets if t.metadata["has_sum"]]

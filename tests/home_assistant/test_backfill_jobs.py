@@ -347,6 +347,56 @@ async def test_unloaded_job_resumes_where_it_stopped(
     )
 
 
+@pytest.mark.parametrize("ending", ["cancelled", "failed"])
+async def test_job_that_will_not_resume_joins_its_sums(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_api: aioresponses,
+    ending: str,
+) -> None:
+    """A job cancelled by the user, or failed, leaves no negative change behind.
+
+    Its counters' sums were laid back from the end of the range; joined, the
+    oldest hour it imported shows that hour's rain, not a drop.
+    """
+    end = _hour_start(dt_util.utcnow())
+    start = end - timedelta(days=3)
+    records = _records(start - HOUR, end)
+    history = History(records)
+    history.hold_at = 3
+    mock_api.get(HISTORY_URL, callback=history.serve, repeat=True)
+    events = async_capture_events(hass, EVENT_BACKFILL_FINISHED)
+    data = {"start": start.isoformat(), "end": end.isoformat()}
+    await hass.services.async_call(DOMAIN, "backfill", data, blocking=True)
+    await history.held.wait()
+
+    # Two days are imported; the third page is in flight when the job ends,
+    # and the day before it is never fetched.
+    if ending == "cancelled":
+        await hass.services.async_call(DOMAIN, "cancel_backfill", {}, blocking=True)
+    else:
+        history.records = [{"dateutc": "not a time"}]
+    history.release.set()
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await async_wait_recording_done(hass)
+
+    [event] = events
+    assert event.data["status"] == ending
+    rain = _entity_id(hass, "dailyrainin")
+    rows = (await _statistics(hass, start - HOUR, {rain}))[rain]
+    # The page in flight may be imported; the record before the range is not.
+    assert event.data["hours"] in (47, 71)
+    assert len(rows) == event.data["hours"]
+    rain_by_hour = _hourly_rain(records)
+    starts = [dt_util.utc_from_timestamp(row["start"]) for row in rows]
+    sums = [row["sum"] for row in rows]
+    # Nothing was recorded before: the oldest hour's sum is its own rain.
+    assert sums[0] == pytest.approx(rain_by_hour[starts[0]] * 25.4)
+    assert [b - a for a, b in pairwise(sums)] == pytest.approx(
+        [rain_by_hour[hour] * 25.4 for hour in starts[1:]]
+    )
+
+
 @pytest.mark.parametrize(("gap_fill", "jobs"), [(True, 1), (False, 0)])
 async def test_gap_after_downtime_is_filled(
     hass: HomeAssistant,
