@@ -8,7 +8,7 @@ polling resumes after more than an hour without data (Home Assistant was down,
 or the Ambient cloud was unreachable) and fills that gap.
 """
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 import threading
 from typing import Any
@@ -36,6 +36,15 @@ SAVE_DELAY = 10
 POLL_SAVE = timedelta(minutes=15)
 
 
+@dataclass(frozen=True)
+class BackfillOutcome:
+    """How a station's last job ended, for its progress sensor."""
+
+    state: BackfillState
+    status: str
+    ended: datetime
+
+
 def _store(hass: HomeAssistant, entry_id: str) -> Store[dict[str, Any]]:
     """Return the store of an entry's checkpoints and last poll."""
     return Store(hass, STORAGE_VERSION, f"{DOMAIN}.backfill.{entry_id}")
@@ -54,6 +63,7 @@ class BackfillManager:
         self.hass = hass
         self.entry = entry
         self.states: dict[str, BackfillState] = {}
+        self.outcomes: dict[str, BackfillOutcome] = {}
         self._cancels: dict[str, threading.Event] = {}
         self._user_cancelled: set[str] = set()
         self._store = _store(hass, entry.entry_id)
@@ -199,6 +209,7 @@ class BackfillManager:
         else:
             self._saved_jobs.pop(mac, None)
         self._user_cancelled.discard(mac)
+        self.outcomes[mac] = BackfillOutcome(replace(state), status, dt_util.utcnow())
         self.hass.async_create_task(
             self._store.async_save(self._data()), f"{DOMAIN} save backfill"
         )

@@ -6,6 +6,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, override
 
 from homeassistant.components.sensor import (
+    RestoreSensor,
     SensorDeviceClass,
     SensorEntity,
     SensorEntityDescription,
@@ -35,6 +36,7 @@ from .coordinator import AmbientConfigEntry
 from .entity import AmbientEntity
 
 if TYPE_CHECKING:
+    from .backfill import BackfillManager
     from .backfill_worker import BackfillState
 
 # The coordinator fetches for every entity at once.
@@ -220,8 +222,11 @@ class AmbientSensorEntity(AmbientEntity, SensorEntity):
         return to_number(self._field())
 
 
-class AmbientBackfillSensorEntity(AmbientEntity, SensorEntity):
-    """How far the station's backfill is; unknown while none runs."""
+class AmbientBackfillSensorEntity(AmbientEntity, RestoreSensor):
+    """How far the station's backfill is, or how its last one ended."""
+
+    _restored_value: float | None = None
+    _restored_attributes: dict[str, Any] | None = None
 
     @property
     @override
@@ -233,39 +238,67 @@ class AmbientBackfillSensorEntity(AmbientEntity, SensorEntity):
     @override
     def native_value(self) -> float | None:
         """Return the share of pages done, in percent."""
-        if (state := self._state) is None:
-            return None
-        return 100 * state.pages_done / state.pages_total
+        if (state := self._manager.states.get(self._mac)) is not None:
+            return _percent(state)
+        if (outcome := self._manager.outcomes.get(self._mac)) is not None:
+            return 100.0 if outcome.status == "completed" else _percent(outcome.state)
+        return self._restored_value
 
     @property
     @override
     def extra_state_attributes(self) -> dict[str, Any] | None:
-        """Return the pages, hours and expected end of the running job."""
-        if (state := self._state) is None:
-            return None
-        manager = self.coordinator.config_entry.runtime_data.backfill
-        remaining = timedelta(seconds=manager.estimated_seconds(state))
-        return {
-            "pages_done": state.pages_done,
-            "pages_total": state.pages_total,
-            "hours_imported": state.hours,
-            "estimated_end": (dt_util.utcnow() + remaining).isoformat(),
-        }
+        """Return the pages, hours and status of the running or the last job."""
+        if (state := self._manager.states.get(self._mac)) is not None:
+            remaining = timedelta(seconds=self._manager.estimated_seconds(state))
+            return _job_attributes(state) | {
+                "status": "running",
+                "estimated_end": (dt_util.utcnow() + remaining).isoformat(),
+            }
+        if (outcome := self._manager.outcomes.get(self._mac)) is not None:
+            return _job_attributes(outcome.state) | {
+                "status": outcome.status,
+                "ended": outcome.ended.isoformat(),
+            }
+        return self._restored_attributes
 
     @property
-    def _state(self) -> BackfillState | None:
-        """Return the running job's last checkpoint."""
-        runtime = self.coordinator.config_entry.runtime_data
-        return runtime.backfill.states.get(self._mac)
+    def _manager(self) -> BackfillManager:
+        """Return the entry's backfill manager."""
+        return self.coordinator.config_entry.runtime_data.backfill
 
     @override
     async def async_added_to_hass(self) -> None:
-        """Follow the job's checkpoints."""
+        """Show the last job from before a restart, then follow the jobs."""
         await super().async_added_to_hass()
+        if (data := await self.async_get_last_sensor_data()) is not None:
+            self._restored_value = to_number(data.native_value)
+        if (last := await self.async_get_last_state()) is not None and last.attributes:
+            self._restored_attributes = {
+                key: last.attributes[key]
+                for key in (*_JOB_ATTRIBUTES, "status", "ended")
+                if key in last.attributes
+            } or None
         signal = progress_signal(self.coordinator.config_entry.entry_id, self._mac)
         self.async_on_remove(
             async_dispatcher_connect(self.hass, signal, self.async_write_ha_state)
         )
+
+
+_JOB_ATTRIBUTES = ("pages_done", "pages_total", "hours_imported")
+
+
+def _percent(state: BackfillState) -> float:
+    """Return the share of a job's pages done, in percent."""
+    return 100 * state.pages_done / state.pages_total
+
+
+def _job_attributes(state: BackfillState) -> dict[str, Any]:
+    """Return the pages and hours of a job."""
+    return {
+        "pages_done": state.pages_done,
+        "pages_total": state.pages_total,
+        "hours_imported": state.hours,
+    }
 
 
 class AmbientQueueSensorEntity(AmbientEntity, SensorEntity):

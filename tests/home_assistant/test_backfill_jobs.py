@@ -218,6 +218,11 @@ async def test_backfill_twice_changes_nothing(
 
     first = await _backfill(hass, data)
     once = await _statistics(hass, start - HOUR, ids)
+    progress = hass.states.get(_entity_id(hass, "backfill_progress"))
+    assert progress is not None
+    assert progress.state == "100.0"
+    assert progress.attributes["status"] == "completed"
+    assert progress.attributes["hours_imported"] == 48
     second = await _backfill(hass, data)
     twice = await _statistics(hass, start - HOUR, ids)
 
@@ -264,7 +269,14 @@ async def test_second_backfill_of_a_station_is_refused(
     history.release.set()
     await hass.async_block_till_done(wait_background_tasks=True)
     assert [event.data["status"] for event in events] == ["cancelled"]
-    assert hass.states.get(_entity_id(hass, "backfill_progress")).state == "unknown"
+    # The sensor keeps showing how far the job got, and that it was cancelled.
+    progress = hass.states.get(_entity_id(hass, "backfill_progress"))
+    assert progress is not None
+    done = progress.attributes["pages_done"]
+    assert done in (1, 2)
+    assert float(progress.state) == pytest.approx(100 * done / 3)
+    assert progress.attributes["status"] == "cancelled"
+    assert "estimated_end" not in progress.attributes
 
 
 async def test_backfill_answers_with_its_plan(

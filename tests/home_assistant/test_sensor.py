@@ -4,9 +4,12 @@ from aioresponses import aioresponses
 import pytest
 
 from homeassistant.const import STATE_UNAVAILABLE, UnitOfTemperature
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, State
 from homeassistant.helpers import device_registry as dr, entity_registry as er
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    mock_restore_cache_with_extra_data,
+)
 
 from custom_components.ambient_weather.const import DOMAIN
 
@@ -85,3 +88,38 @@ async def test_bad_values_make_sensors_unknown(
     assert hass.states.get(_entity_id(hass, "tempf")).state == "unknown"
     assert float(hass.states.get(_entity_id(hass, "humidity")).state) == 45
     assert hass.states.get(_entity_id(hass, "tempinf")).state == STATE_UNAVAILABLE
+
+
+async def test_backfill_progress_shows_the_last_job_after_a_restart(
+    hass: HomeAssistant, mock_config_entry: MockConfigEntry
+) -> None:
+    """With no job running, the progress sensor restores how the last one ended."""
+    entity_id = "sensor.my_weather_station_backfill_progress"
+    attributes = {
+        "status": "completed",
+        "pages_done": 31,
+        "pages_total": 31,
+        "hours_imported": 720,
+        "ended": "2026-11-30T08:15:00+00:00",
+        "friendly_name": "My Weather Station Backfill progress",
+    }
+    mock_restore_cache_with_extra_data(
+        hass,
+        [
+            (
+                State(entity_id, "100.0", attributes),
+                {"native_value": 100.0, "native_unit_of_measurement": "%"},
+            )
+        ],
+    )
+    mock_config_entry.add_to_hass(hass)
+    with aioresponses() as mocked:
+        mocked.get(DEVICES_URL, payload=load_fixture("devices.json"), repeat=True)
+        await hass.config_entries.async_setup(mock_config_entry.entry_id)
+        await hass.async_block_till_done()
+
+    assert _entity_id(hass, "backfill_progress") == entity_id
+    progress = hass.states.get(entity_id)
+    assert progress is not None
+    assert progress.state == "100.0"
+    assert {key: progress.attributes.get(key) for key in attributes} == attributes
