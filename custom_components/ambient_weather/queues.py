@@ -50,11 +50,14 @@ def async_acquire_queue(
         hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _async_stop_all)
 
     label = key_label(api_key)
+    budget = registry.budgets.setdefault(
+        key_label(application_key), ApplicationKeyBudget()
+    )
     if (queue := registry.queues.get(label)) is None:
-        budget = registry.budgets.setdefault(
-            key_label(application_key), ApplicationKeyBudget()
-        )
         queue = registry.queues[label] = RequestQueue(f"key {label}", budget)
+    # After a reauth or reconfigure, the key may come with another application
+    # key: count its requests against that one's budget.
+    queue.budget = budget
     if not queue.running:
         queue.start()
     registry.users[label] = registry.users.get(label, 0) + 1

@@ -170,6 +170,16 @@ class RequestQueue:
         self._worker: asyncio.Task[None] | None = None
 
     @property
+    def budget(self) -> ApplicationKeyBudget:
+        """Return the application key's budget this queue draws on."""
+        return self._budget
+
+    @budget.setter
+    def budget(self, budget: ApplicationKeyBudget) -> None:
+        """Draw on another application key's budget from the next request on."""
+        self._budget = budget
+
+    @property
     def running(self) -> bool:
         """Return True while the queue accepts requests."""
         return self._worker is not None and not self._worker.done()

@@ -9,8 +9,12 @@ from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.ambient_weather.const import DOMAIN
-from custom_components.ambient_weather.queues import DATA_QUEUES
+from custom_components.ambient_weather.const import CONF_APPLICATION_KEY, DOMAIN
+from custom_components.ambient_weather.queues import (
+    DATA_QUEUES,
+    async_acquire_queue,
+    async_release_queue,
+)
 
 from .conftest import DEVICES_URL
 
@@ -78,3 +82,27 @@ async def test_removing_the_entry_forgets_its_checkpoints(
     await hass.async_block_till_done()
 
     assert key not in hass_storage
+
+
+async def test_queue_follows_a_new_application_key(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_api: aioresponses,
+) -> None:
+    """Reloaded with another application key, the key's queue shares that one's budget."""
+    old_queue = init_integration.runtime_data.queue
+    old_budget = old_queue.budget
+    other = async_acquire_queue(hass, "another-api-key", "another-application-key")
+
+    hass.config_entries.async_update_entry(
+        init_integration,
+        data=init_integration.data | {CONF_APPLICATION_KEY: "another-application-key"},
+    )
+    await hass.config_entries.async_reload(init_integration.entry_id)
+    await hass.async_block_till_done()
+
+    queue = init_integration.runtime_data.queue
+    assert queue is old_queue
+    assert queue.budget is other.budget
+    assert queue.budget is not old_budget
+    await async_release_queue(hass, other)
