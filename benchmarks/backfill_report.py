@@ -279,6 +279,12 @@ def method(run: Run) -> list[str]:
         f"{len(run.gc_pauses)} GC pauses, longest "
         f"{max(run.gc_pauses, default=0.0) * 1000:.1f} ms"
     )
+    job = run.sampler.machine(run.started, run.ended)
+    stolen = (
+        f"; the hypervisor stole {job.stolen:.2f} s of CPU from the machine"
+        if job is not None
+        else ""
+    )
     return [
         "How each figure was measured:",
         (
@@ -311,7 +317,7 @@ def method(run: Run) -> list[str]:
             f"{stalls.over(GOAL_STALL)} later than {GOAL_STALL * 1000:.0f} ms "
             f"({stalls.over(GOAL_STALL, net=True)} net){net}; {gc_pauses}; "
             f"{stalls.over_goal_in_gc} of the {stalls.over_goal} wake-ups later "
-            "than the goal overlapped a GC pause"
+            f"than the goal overlapped a GC pause{stolen}"
         ),
         "",
     ]
@@ -362,6 +368,7 @@ def stall_lines(run: Run) -> list[str]:
     for title, stall in stalls:
         if stall is not None:
             lines += _stall(title, stall, run.started, profiled=run.profiled)
+            lines += _machine(run, stall)
     if run.profiled:
         dumps, busy = run.dumps
         lines.append(
@@ -370,6 +377,20 @@ def stall_lines(run: Run) -> list[str]:
         )
         lines += [f"  {n:3d} x {place}" for place, n in busy.most_common(TOP)]
     return lines
+
+
+def _machine(run: Run, stall: Stall) -> list[str]:
+    """Return what the whole machine did around a stall, if it was read then."""
+    span = run.sampler.machine(stall.at - stall.late - 0.01, stall.at)
+    if span is None:
+        return []
+    line = (
+        f"  the machine over the {(span.end - span.start) * 1000:.0f} ms around "
+        f"it ({run.cores} cores, /proc/stat in 10 ms ticks): idle "
+        f"{span.idle * 1000:.0f} ms, stolen by the hypervisor "
+        f"{span.stolen * 1000:.0f} ms"
+    )
+    return [line]
 
 
 def _stall(title: str, stall: Stall, started: float, *, profiled: bool) -> list[str]:

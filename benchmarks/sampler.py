@@ -1,7 +1,10 @@
 """A sampling profiler for the threads of Home Assistant's process.
 
 `StackSampler` is a thread that reads a few gauges, such as the process's RSS,
-every 50 ms and keeps each one's peak. Given threads to watch, it also reads
+every 50 ms and keeps each one's peak. At the same pace it notes the whole
+machine's idle time and the time the hypervisor stole from this virtual
+machine's CPUs (`/proc/stat`), so a stall can be set against what the machine
+was doing. Given threads to watch, it also reads
 their Python stacks every 5 ms (`sys._current_frames`).
 
 A sample is idle when the thread waits: the loop in its selector, a thread in a
@@ -17,9 +20,12 @@ run about four times as often, with pauses of up to ~25 ms instead of ~5 ms, so
 the benchmark samples stacks only when asked to profile.
 """
 
+from array import array
+from bisect import bisect_left, bisect_right
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import os
 import sys
 import threading
 import time
@@ -48,6 +54,28 @@ _WAITS = {
     ("concurrent/futures/thread.py", "_worker"),
     ("pycares/__init__.py", "_run_safe_shutdown_loop"),
 }
+
+
+def machine_cpu() -> tuple[float, float]:
+    """Return the machine's idle and stolen CPU seconds so far, all CPUs summed."""
+    with open("/proc/stat", "rb") as stat:
+        # cpu  user nice system idle iowait irq softirq steal ...
+        fields = stat.readline().split()
+    tick = 1 / _CLOCK_TICKS
+    return (int(fields[4]) + int(fields[5])) * tick, int(fields[8]) * tick
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class MachineSpan:
+    """What the whole machine did over a span: idle and stolen CPU seconds."""
+
+    start: float
+    end: float
+    idle: float
+    stolen: float
 
 
 def thread_cpu(ident: int) -> float:
@@ -188,6 +216,10 @@ class StackSampler:
         self.base: dict[str, float] = {}
         self.peak: dict[str, float] = {}
         self.cpu = 0.0
+        # When the machine was read, and its idle and stolen seconds then.
+        self._machine_at = array("d")
+        self._machine_idle = array("d")
+        self._machine_stolen = array("d")
         self._recent: deque[Sample] = deque(maxlen=RECENT_SAMPLES)
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -203,6 +235,7 @@ class StackSampler:
         """Read the gauges' baselines and start sampling."""
         self.base = {name: read() for name, read in self._gauges.items()}
         self.peak = dict(self.base)
+        self._read_gauges()
         self._thread.start()
 
     def stop(self) -> None:
@@ -215,6 +248,20 @@ class StackSampler:
         # Copying a deque is one step under the GIL, so the sampler cannot
         # change it halfway.
         return [s for s in list(self._recent) if start <= s.at <= end]
+
+    def machine(self, start: float, end: float) -> MachineSpan | None:
+        """Return the machine's idle and stolen time over the reads around a span."""
+        at = self._machine_at
+        first = bisect_right(at, start) - 1
+        last = bisect_left(at, end)
+        if first < 0 or last >= len(at):
+            return None
+        return MachineSpan(
+            start=at[first],
+            end=at[last],
+            idle=self._machine_idle[last] - self._machine_idle[first],
+            stolen=self._machine_stolen[last] - self._machine_stolen[first],
+        )
 
     def _run(self) -> None:
         """Sample until stopped."""
@@ -243,6 +290,10 @@ class StackSampler:
                 self._recent.append(Sample(now, name, *busy))
 
     def _read_gauges(self) -> None:
-        """Keep the peak of each gauge."""
+        """Keep the peak of each gauge, and note the machine's idle and stolen time."""
         for name, read in self._gauges.items():
             self.peak[name] = max(self.peak[name], read())
+        idle, stolen = machine_cpu()
+        self._machine_at.append(time.monotonic())
+        self._machine_idle.append(idle)
+        self._machine_stolen.append(stolen)
