@@ -178,6 +178,9 @@ BACKFILL_PROGRESS = SensorEntityDescription(
     entity_category=EntityCategory.DIAGNOSTIC,
     suggested_display_precision=0,
 )
+# What the progress sensor shows after a restart, until a job runs again.
+RESTORED_ATTRIBUTES = ("pages_done", "pages_total", "hours_imported", "status", "ended")
+
 QUEUE_DEPTH = SensorEntityDescription(
     key="queue_depth",
     translation_key="queue_depth",
@@ -275,16 +278,13 @@ class AmbientBackfillSensorEntity(AmbientEntity, RestoreSensor):
         if (last := await self.async_get_last_state()) is not None and last.attributes:
             self._restored_attributes = {
                 key: last.attributes[key]
-                for key in (*_JOB_ATTRIBUTES, "status", "ended")
+                for key in RESTORED_ATTRIBUTES
                 if key in last.attributes
             } or None
         signal = progress_signal(self.coordinator.config_entry.entry_id, self._mac)
         self.async_on_remove(
             async_dispatcher_connect(self.hass, signal, self.async_write_ha_state)
         )
-
-
-_JOB_ATTRIBUTES = ("pages_done", "pages_total", "hours_imported")
 
 
 def _percent(state: BackfillState) -> float:
