@@ -19,6 +19,7 @@ from custom_components.ambient_weather.api import (
 from custom_components.ambient_weather.request_queue import (
     ApplicationKeyBudget,
     Priority,
+    QueueCancelledError,
     QueueStoppedError,
     QueueTimeoutError,
     RequestQueue,
@@ -560,6 +561,39 @@ async def test_submit_threadsafe_timeout_withdraws_the_request(
     await asyncio.wait_for(busy, DEADLINE)
     await asyncio.sleep(3 * SPACING)
 
+    assert api.sent == [("busy",)]
+
+
+async def test_submit_threadsafe_cancel_withdraws_the_request(
+    queue: RequestQueue, api: FakeApi
+) -> None:
+    """A thread told to stop is released at once and its request never sent."""
+    gate, busy = await _busy(queue, api)
+    cancel = threading.Event()
+    waiting = asyncio.create_task(
+        _in_thread(
+            functools.partial(
+                queue.submit_threadsafe,
+                api.fetch,
+                "page",
+                timeout=DEADLINE,
+                cancel=cancel,
+            )
+        )
+    )
+    await _until(lambda: queue.depth()["backfill"] == 1)
+
+    loop = asyncio.get_running_loop()
+    cancelled = loop.time()
+    cancel.set()
+    with pytest.raises(QueueCancelledError):
+        await waiting
+    released = loop.time() - cancelled
+
+    assert released < 10 * request_queue.CANCEL_CHECK
+    assert queue.depth() == EMPTY
+    gate.set()
+    await busy
     assert api.sent == [("busy",)]
 
 

@@ -8,6 +8,7 @@ polling resumes after more than an hour without data (Home Assistant was down,
 or the Ambient cloud was unreachable) and fills that gap.
 """
 
+import asyncio
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 import threading
@@ -33,6 +34,7 @@ from .request_queue import MIN_SPACING, QueueStoppedError
 STORAGE_VERSION = 1
 GAP_THRESHOLD = timedelta(hours=1)
 SAVE_DELAY = 10
+CANCEL_WAIT = 10.0
 POLL_SAVE = timedelta(minutes=15)
 
 
@@ -65,6 +67,7 @@ class BackfillManager:
         self.states: dict[str, BackfillState] = {}
         self.outcomes: dict[str, BackfillOutcome] = {}
         self._cancels: dict[str, threading.Event] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._user_cancelled: set[str] = set()
         self._store = _store(hass, entry.entry_id)
         self._saved_jobs: dict[str, dict[str, Any]] = {}
@@ -115,12 +118,18 @@ class BackfillManager:
         self._async_run(state)
         return state
 
-    @callback
-    def async_cancel(self, mac: str) -> None:
-        """Stop a station's job at the user's request; it will not resume."""
-        if (cancel := self._cancels.get(mac)) is not None:
-            self._user_cancelled.add(mac)
-            cancel.set()
+    async def async_cancel(self, mac: str) -> None:
+        """Stop a station's job at the user's request and wait until it has ended.
+
+        The job will not resume. Its thread lets go within a fraction of a second
+        unless an import is under way; waiting longer than CANCEL_WAIT is left to
+        the job, which still ends by itself.
+        """
+        if (cancel := self._cancels.get(mac)) is None:
+            return
+        self._user_cancelled.add(mac)
+        cancel.set()
+        await asyncio.wait([self._tasks[mac]], timeout=CANCEL_WAIT)
 
     @callback
     def async_stop(self) -> None:
@@ -162,7 +171,7 @@ class BackfillManager:
         self.states[state.mac] = replace(state)
         self._cancels[state.mac] = cancel
         self._async_checkpoint(state)
-        self.hass.async_create_background_task(
+        self._tasks[state.mac] = self.hass.async_create_background_task(
             self._async_work(state, cancel), f"{DOMAIN} backfill {state.mac}"
         )
 
@@ -203,7 +212,7 @@ class BackfillManager:
     ) -> None:
         """Keep the checkpoint of a job stopped for now, and announce the end."""
         mac = state.mac
-        del self.states[mac], self._cancels[mac]
+        del self.states[mac], self._cancels[mac], self._tasks[mac]
         if status == "cancelled" and mac not in self._user_cancelled:
             self._saved_jobs[mac] = state.as_dict()
         else:

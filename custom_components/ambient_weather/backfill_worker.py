@@ -54,7 +54,7 @@ from .api import (
     Record,
 )
 from .const import DOMAIN
-from .request_queue import Priority, QueueTimeoutError
+from .request_queue import Priority, QueueCancelledError, QueueTimeoutError
 from .sensor import SENSORS, AmbientSensorEntityDescription
 from .statistics import (
     AngleHour,
@@ -248,14 +248,18 @@ class BackfillWorker:
         """Ask the queue for the page of records up to `cursor`."""
         if self._cancel.is_set():
             raise BackfillCancelledError
-        page: list[Record] = self._queue.submit_threadsafe(
-            self._client.device_history,
-            self.state.mac,
-            cursor,
-            HISTORY_PAGE_LIMIT,
-            timeout=BRIDGE_TIMEOUT,
-            priority=Priority.BACKFILL,
-        )
+        try:
+            page: list[Record] = self._queue.submit_threadsafe(
+                self._client.device_history,
+                self.state.mac,
+                cursor,
+                HISTORY_PAGE_LIMIT,
+                timeout=BRIDGE_TIMEOUT,
+                priority=Priority.BACKFILL,
+                cancel=self._cancel,
+            )
+        except QueueCancelledError:
+            raise BackfillCancelledError from None
         return page
 
     def _bridge[T](self, coro: Coroutine[Any, Any, T]) -> T:

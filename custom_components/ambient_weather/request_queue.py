@@ -18,7 +18,8 @@ config flow, the coordinator's polls and the backfill jobs. Its promises:
   cancellation. Stopping the queue fails every waiter with `QueueStoppedError`.
 - `submit_threadsafe` is the bridge for other threads. It refuses to run on the
   loop's own thread (waiting there would deadlock the loop), fails at once when
-  the queue is not running, and withdraws its request when its timeout expires.
+  the queue is not running, and withdraws its request when its timeout expires
+  or the caller's cancel event is set.
 
 It never logs a key: its name is a label chosen by the owner.
 """
@@ -36,6 +37,7 @@ import math
 import random
 import statistics
 import threading
+import time
 from typing import Any
 
 from .api import REQUEST_SENT, AmbientError, AmbientRateLimitError
@@ -54,6 +56,8 @@ AGING_SECONDS = 30.0
 BACKOFF_FIRST = 2.0
 BACKOFF_CAP = 60.0
 MAX_RATE_LIMIT_RETRIES = 6
+# How often a thread waiting on the bridge looks at its cancel event.
+CANCEL_CHECK = 0.1
 
 type ApiCall = Callable[..., Awaitable[Any]]
 
@@ -72,6 +76,10 @@ class QueueStoppedError(Exception):
 
 class QueueTimeoutError(Exception):
     """A thread gave up waiting for its request; the request was withdrawn."""
+
+
+class QueueCancelledError(Exception):
+    """A thread's request was withdrawn because the thread was told to stop."""
 
 
 class ApplicationKeyBudget:
@@ -238,8 +246,13 @@ class RequestQueue:
         *args: Any,
         timeout: float,
         priority: Priority = Priority.BACKFILL,
+        cancel: threading.Event | None = None,
     ) -> Any:
-        """Queue `call(*args)` from another thread and block until it is answered."""
+        """Queue `call(*args)` from another thread and block until it is answered.
+
+        The request is withdrawn, and the thread released, when `timeout` expires
+        or, within `CANCEL_CHECK` seconds, when `cancel` is set.
+        """
         loop = self._loop
         if loop is None or not self.running or loop.is_closed():
             raise QueueStoppedError("The request queue is not running")
@@ -251,13 +264,17 @@ class RequestQueue:
         future: ConcurrentFuture[Any] = asyncio.run_coroutine_threadsafe(
             self.submit(call, *args, priority=priority), loop
         )
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            if future.cancel():
-                raise QueueTimeoutError(
-                    f"No answer within {timeout} s; the request was withdrawn"
-                ) from None
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                return future.result(min(left, CANCEL_CHECK) if cancel else left)
+            except TimeoutError:
+                if cancel is not None and cancel.is_set() and future.cancel():
+                    raise QueueCancelledError("The request was withdrawn") from None
+        if future.cancel():
+            raise QueueTimeoutError(
+                f"No answer within {timeout} s; the request was withdrawn"
+            )
         # The answer came as the timeout expired: deliver it.
         return future.result()
 

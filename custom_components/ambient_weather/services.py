@@ -1,5 +1,6 @@
 """Actions of the Ambient Weather integration: start and cancel backfills."""
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -91,9 +92,13 @@ async def _async_backfill(call: ServiceCall) -> ServiceResponse:
 
 
 async def _async_cancel(call: ServiceCall) -> None:
-    """Cancel the running backfills of the chosen stations."""
-    for entry, mac, _ in _stations(call.hass, call.data.get(ATTR_DEVICE_ID)):
-        entry.runtime_data.backfill.async_cancel(mac)
+    """Cancel the running backfills of the chosen stations; return once they end."""
+    await asyncio.gather(
+        *(
+            entry.runtime_data.backfill.async_cancel(mac)
+            for entry, mac, _ in _stations(call.hass, call.data.get(ATTR_DEVICE_ID))
+        )
+    )
 
 
 def _time_range(data: dict[str, Any]) -> tuple[datetime, datetime]:
