@@ -149,7 +149,10 @@ class Demo:
         )
         await self.hass.start({"AMBIENT_WEATHER_API_URL": origin})
         self._hass_started.set()
-        say(f"Home Assistant starting, config in {self.hass.config_dir}")
+        # Relative: under scripts/setup the clone is mounted at /repo, a path
+        # that means nothing outside the sandbox.
+        config_dir = self.hass.config_dir.relative_to(REPO)
+        say(f"Home Assistant starting, config in {config_dir} of this clone")
         if not frontend_available():
             say("  (home-assistant-frontend is not installed: REST and websocket only)")
         await self._until_up()
@@ -309,8 +312,12 @@ async def report(demo: Demo) -> Outcome:
 
     results, started, finished = await demo.backfill(max(len(devices), 1))
     served = traffic(demo.server.log, started, finished)
+    names = {
+        device["id"]: device.get("name_by_user") or device["name"] for device in devices
+    }
     for result in results:
-        say(f"Backfill of station {result.event.get('mac', '?')}:")
+        name = names.get(result.event.get("device_id", ""), "station")
+        say(f"Backfill of {name} ({result.event.get('mac', '?')}):")
         for line in format_backfill(result, served.history_during_backfill):
             say(f"  {line}")
 
@@ -322,6 +329,16 @@ async def report(demo: Demo) -> Outcome:
     for kind, summary in summaries.items():
         say(f"  {format_statistic(summary) if summary else f'no {kind} statistic'}")
     found = all(summary and summary.rows for summary in summaries.values())
+    say(
+        "  (an hour without a record of a sensor's field gets no row: station A's "
+        "outdoor sensor drops out for some hours)"
+    )
+
+    # The frontend builds its list of actions from this; when a core
+    # integration fails to load its descriptions, the UI never finishes loading.
+    actions = await demo.client.command("get_services")
+    ours = sorted(actions.get(DOMAIN, {}))
+    say(f"Actions the UI lists: {sum(map(len, actions.values()))}, ours: {ours}")
 
     say(
         f"Local API: {served.total} requests served, {served.rate_limited} answered "
