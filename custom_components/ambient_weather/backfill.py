@@ -85,6 +85,10 @@ class BackfillManager:
     def async_resume(self) -> None:
         """Restart every job a restart interrupted."""
         for mac, saved in list(self._saved_jobs.items()):
+            if self.running(mac):
+                # Started while Home Assistant was still starting: the saved
+                # job is this one's checkpoint, not one to resume.
+                continue
             if mac in self.entry.runtime_data.coordinator.data:
                 self._async_run(BackfillState.from_dict(saved))
             else:

@@ -12,7 +12,8 @@ from freezegun.api import FrozenDateTimeFactory
 import pytest
 from yarl import URL
 
-from homeassistant.core import HomeAssistant
+from homeassistant.const import EVENT_HOMEASSISTANT_STARTED
+from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er
 from homeassistant.util import dt as dt_util
@@ -361,6 +362,39 @@ async def test_unloaded_job_resumes_where_it_stopped(
     assert changes == pytest.approx(
         [rain_by_hour[start] * 25.4 for start in starts[1:]]
     )
+
+
+async def test_job_started_before_home_assistant_has_started_runs_once(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    mock_api: aioresponses,
+) -> None:
+    """A backfill asked for while Home Assistant starts is not resumed beside itself."""
+    end = _hour_start(dt_util.utcnow())
+    start = end - timedelta(days=2)
+    history = History(_records(start - HOUR, end))
+    history.hold_at = 2
+    mock_api.get(HISTORY_URL, callback=history.serve, repeat=True)
+    hass.set_state(CoreState.starting)
+    mock_config_entry.add_to_hass(hass)
+    await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    events = async_capture_events(hass, EVENT_BACKFILL_FINISHED)
+    data = {"start": start.isoformat(), "end": end.isoformat()}
+    await hass.services.async_call(DOMAIN, "backfill", data, blocking=True)
+    await history.held.wait()
+
+    # Its first page is checkpointed when Home Assistant has started.
+    hass.set_state(CoreState.running)
+    hass.bus.async_fire(EVENT_HOMEASSISTANT_STARTED)
+    await hass.async_block_till_done()
+    history.release.set()
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+    assert [event.data["status"] for event in events] == ["completed"]
+    assert events[0].data["hours"] == 48
+    # Two days and the record before them: three pages, each fetched once.
+    assert history.requests == 3
 
 
 @pytest.mark.parametrize("ending", ["cancelled", "failed"])
