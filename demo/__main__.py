@@ -40,6 +40,9 @@ from .summary import (
 
 DOMAIN = "ambient_weather"
 EVENT_FINISHED = "ambient_weather_backfill_finished"
+# The pages a job may read past its start, and the one that is only partly in
+# its range.
+EXTRA_PAGES = 3
 # Fixed fake keys: the local API accepts exactly these; they open nothing real.
 DEMO_API_KEY = "d3m0a11ce0c0ffee5eed0f0e1d2c3b4a5968778695a4b3c2d1e0f0e1d2c3b4a5"
 DEMO_APPLICATION_KEY = (
@@ -105,6 +108,7 @@ class Outcome:
     backfills: list[BackfillResult]
     statistics_found: bool
     rate_limited: int
+    history_requests: int
 
     def problems(self) -> list[str]:
         """Return why the demo failed, or nothing if it worked."""
@@ -119,6 +123,12 @@ class Outcome:
             problems.append("no statistics of the integration in the recorder")
         if self.rate_limited:
             problems.append(f"the local API answered 429 {self.rate_limited} times")
+        # Beyond the pages its records fill, a job reads a few past its start.
+        needed = sum(r.pages_needed + EXTRA_PAGES for r in self.backfills)
+        if self.history_requests > needed:
+            problems.append(
+                f"{self.history_requests} history requests for at most {needed} pages"
+            )
         return problems
 
 
@@ -347,7 +357,10 @@ async def report(demo: Demo) -> Outcome:
         f"(statuses {served.statuses_during_backfill})"
     )
     return Outcome(
-        backfills=results, statistics_found=found, rate_limited=served.rate_limited
+        backfills=results,
+        statistics_found=found,
+        rate_limited=served.rate_limited,
+        history_requests=served.history_during_backfill,
     )
 
 
