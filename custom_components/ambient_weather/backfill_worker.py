@@ -24,6 +24,7 @@ import asyncio
 from collections.abc import Callable, Collection, Coroutine
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 import math
 import threading
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from homeassistant.components.recorder.statistics import (
     STATISTIC_UNIT_TO_UNIT_CONVERTER,
     async_import_statistics,
     get_last_statistics,
+    get_metadata,
     statistics_during_period,
 )
 from homeassistant.components.sensor import UNIT_CONVERTERS, SensorStateClass
@@ -314,15 +316,47 @@ async def _async_targets(
     """Find each sensor's statistic_id, unit and import limit; on the loop.
 
     A checkpoint's running sums replace the anchors read from the recorder when
-    a job resumes. Disabled sensors, and fields in `reported` whose sensor is
-    gone, are left out and noted in the state's `skipped`.
+    a job resumes. Disabled sensors, fields in `reported` whose sensor is gone,
+    and sensors whose statistics are kept in a unit the station's values cannot
+    be converted to, are left out and noted in the state's `skipped`.
     """
     mac, end, sums, skipped = state.mac, state.resume_end, state.sums, state.skipped
     # Let the recorder finish what it queued, such as compiling the hours it
     # missed while Home Assistant was down, before reading its state.
-    await get_instance(hass).async_block_till_done()
-    registry = er.async_get(hass)
+    recorder = get_instance(hass)
+    await recorder.async_block_till_done()
+    sensors = _sensors(hass, mac, reported, skipped)
+    known = await recorder.async_add_executor_job(
+        partial(
+            get_metadata,
+            hass,
+            statistic_ids={entity.entity_id for _, _, entity in sensors},
+        )
+    )
     targets: list[_Target] = []
+    for description, kind, entity in sensors:
+        kept = known[entity.entity_id][1] if entity.entity_id in known else None
+        target = await _async_target(
+            hass, entity, description, kind, kept=kept, end=end
+        )
+        if target is None:
+            skipped.append(entity.entity_id)
+            continue
+        if sums is not None and description.key in sums:
+            target.running_sum = sums[description.key]
+        targets.append(target)
+    return targets
+
+
+type _Sensor = tuple[AmbientSensorEntityDescription, FieldKind, er.RegistryEntry]
+
+
+def _sensors(
+    hass: HomeAssistant, mac: str, reported: Collection[str], skipped: list[str]
+) -> list[_Sensor]:
+    """Return a station's enabled sensors that have statistics; note the rest."""
+    registry = er.async_get(hass)
+    sensors: list[_Sensor] = []
     for description in SENSORS:
         if (kind := _KINDS.get(description.state_class)) is None:  # type: ignore[arg-type]
             continue
@@ -336,13 +370,8 @@ async def _async_targets(
         if registry.entities[entity_id].disabled:
             skipped.append(entity_id)
             continue
-        target = await _async_target(
-            hass, registry.entities[entity_id], description, kind, end
-        )
-        if sums is not None and description.key in sums:
-            target.running_sum = sums[description.key]
-        targets.append(target)
-    return targets
+        sensors.append((description, kind, registry.entities[entity_id]))
+    return sensors
 
 
 async def _async_target(
@@ -350,22 +379,30 @@ async def _async_target(
     entity: er.RegistryEntry,
     description: AmbientSensorEntityDescription,
     kind: FieldKind,
+    *,
+    kept: StatisticMetaData | None,
     end: datetime,
-) -> _Target:
-    """Describe where one sensor's statistics go."""
-    state = hass.states.get(entity.entity_id)
-    unit = (
-        state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
-        if state is not None
-        else entity.unit_of_measurement
-    )
+) -> _Target | None:
+    """Describe where one sensor's statistics go, or None if they cannot.
+
+    As the recorder does, statistics stay in the unit they were first kept in
+    (`kept`, when they exist), whatever unit the sensor shows now; new ones
+    take the sensor's unit.
+    """
+    if kept is not None:
+        unit = kept["unit_of_measurement"]
+    elif (state := hass.states.get(entity.entity_id)) is not None:
+        unit = state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
+    else:
+        unit = entity.unit_of_measurement
     native = description.native_unit_of_measurement
     converter = UNIT_CONVERTERS.get(description.device_class)
-    convert = (
-        converter.converter_factory(native, unit)
-        if converter is not None and unit != native
-        else None
-    )
+    convert = None
+    if unit != native:
+        if converter is None or unit not in converter.VALID_UNITS:
+            # The recorder cannot compile these states into that unit either.
+            return None
+        convert = converter.converter_factory(native, unit)
     metadata = StatisticMetaData(
         has_sum=kind is FieldKind.COUNTER,
         mean_type=_MEAN_TYPES[kind],

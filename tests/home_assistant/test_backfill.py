@@ -10,7 +10,13 @@ import pytest
 from yarl import URL
 
 from homeassistant.components.recorder import get_instance
+from homeassistant.components.recorder.models import (
+    StatisticData,
+    StatisticMeanType,
+    StatisticMetaData,
+)
 from homeassistant.components.recorder.statistics import (
+    async_import_statistics,
     get_metadata,
     statistics_during_period,
 )
@@ -196,6 +202,97 @@ async def test_backfill_metadata_matches_the_recorder(
     assert rain["unit_of_measurement"] == "mm"
     assert rain["unit_class"] == "distance"
     assert metadata[_entity_id(hass, "winddir")][1]["mean_type"] == 2
+
+
+async def test_backfill_keeps_statistics_in_their_unit(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_api: aioresponses,
+) -> None:
+    """New statistics take the unit a sensor shows; existing ones keep theirs.
+
+    The recorder does the same: it converts states to the unit a statistic was
+    first kept in, and the frontend shows the rows in the sensor's unit.
+    """
+    first_hour = dt_util.utcnow().replace(minute=0, second=0, microsecond=0)
+    first_hour -= timedelta(hours=4)
+    mock_api.get(HISTORY_URL, callback=_serve(_history(first_hour)), repeat=True)
+    temperature = _entity_id(hass, "tempf")
+    rain = _entity_id(hass, "dailyrainin")
+    registry = er.async_get(hass)
+
+    # Rain is shown in inches before it has statistics; temperature is changed
+    # to °F after its statistics began in °C.
+    registry.async_update_entity_options(rain, "sensor", {"unit_of_measurement": "in"})
+    await _backfill_one_day(hass)
+    registry.async_update_entity_options(
+        temperature, "sensor", {"unit_of_measurement": "°F"}
+    )
+    await _backfill_one_day(hass)
+
+    metadata = await get_instance(hass).async_add_executor_job(
+        lambda: get_metadata(hass, statistic_ids={temperature, rain})
+    )
+    assert metadata[temperature][1]["unit_of_measurement"] == "°C"
+    assert metadata[rain][1]["unit_of_measurement"] == "in"
+    kept = await get_instance(hass).async_add_executor_job(
+        statistics_during_period,
+        hass,
+        first_hour,
+        None,
+        {temperature, rain},
+        "hour",
+        {"temperature": "°C", "distance": "in"},
+        {"mean", "sum"},
+    )
+    assert [row["mean"] for row in kept[temperature]] == pytest.approx(
+        [_celsius(55.5), _celsius(68)]
+    )
+    assert [row["sum"] for row in kept[rain]] == pytest.approx([0.2, 0.4])
+    # Shown in the sensor's unit, they are the station's own values again.
+    shown = await _statistics(hass, first_hour, {temperature})
+    assert [row["mean"] for row in shown[temperature]] == pytest.approx([55.5, 68])
+
+
+async def test_backfill_skips_statistics_kept_in_a_foreign_unit(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_api: aioresponses,
+) -> None:
+    """Statistics in a unit the station's values cannot become are left alone."""
+    first_hour = dt_util.utcnow().replace(minute=0, second=0, microsecond=0)
+    first_hour -= timedelta(hours=4)
+    mock_api.get(HISTORY_URL, callback=_serve(_history(first_hour)), repeat=True)
+    humidity = _entity_id(hass, "humidity")
+    # As if the entity id once belonged to a sensor counted in per mille.
+    foreign = StatisticMetaData(
+        has_sum=False,
+        mean_type=StatisticMeanType.ARITHMETIC,
+        name=None,
+        source="recorder",
+        statistic_id=humidity,
+        unit_class=None,
+        unit_of_measurement="‰",
+    )
+    row = StatisticData(start=first_hour, mean=500.0, min=500.0, max=500.0)
+    async_import_statistics(hass, foreign, [row])
+    await async_wait_recording_done(hass)
+    events = async_capture_events(hass, EVENT_BACKFILL_FINISHED)
+
+    await _backfill_one_day(hass)
+
+    assert events[0].data["status"] == "completed"
+    assert events[0].data["skipped"] == [humidity]
+    rows = await _statistics(hass, first_hour, {humidity})
+    assert [r["mean"] for r in rows[humidity]] == [500.0]
+
+
+async def _backfill_one_day(hass: HomeAssistant) -> None:
+    """Back fill the last day and wait until the recorder has it."""
+    await hass.async_block_till_done()
+    await hass.services.async_call(DOMAIN, "backfill", {"days": 1}, blocking=True)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await async_wait_recording_done(hass)
 
 
 @pytest.mark.usefixtures("init_integration")
