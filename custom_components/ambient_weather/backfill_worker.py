@@ -479,9 +479,7 @@ async def _async_join_sums(hass: HomeAssistant, targets: list[_Target]) -> None:
             continue
         statistic_id = target.metadata["statistic_id"]
         before = await _async_sum_before(hass, statistic_id, target.oldest)
-        adjustment = before - target.running_sum
-        # A job run again lands where it did before, but for rounding.
-        if abs(adjustment) > SUM_TOLERANCE:
+        if (adjustment := _join_adjustment(before, target.running_sum)) is not None:
             recorder.async_adjust_statistics(
                 statistic_id,
                 target.oldest,
@@ -489,6 +487,22 @@ async def _async_join_sums(hass: HomeAssistant, targets: list[_Target]) -> None:
                 target.metadata["unit_of_measurement"] or "",
             )
     await recorder.async_block_till_done()
+
+
+def _join_adjustment(before: float, running_sum: float) -> float | None:
+    """Return what to add to the sums laid from `running_sum`, or None for nothing.
+
+    Once added, the oldest imported hour must not stand even a rounding error
+    below `before`, the row before it: a dry hour would show negative rain. A
+    job run again lands where it did before, or a rounding error above it, and
+    is left there.
+    """
+    adjustment = before - running_sum
+    if -SUM_TOLERANCE <= adjustment <= 0:
+        return None
+    while running_sum + adjustment < before:
+        adjustment = math.nextafter(adjustment, math.inf)
+    return adjustment
 
 
 async def _async_import(

@@ -27,7 +27,10 @@ from pytest_homeassistant_custom_component.components.recorder.common import (
     do_adhoc_statistics,
 )
 
-from custom_components.ambient_weather.backfill_worker import BackfillWorker
+from custom_components.ambient_weather.backfill_worker import (
+    BackfillWorker,
+    _join_adjustment,
+)
 from custom_components.ambient_weather.const import (
     CONF_GAP_FILL,
     DOMAIN,
@@ -445,6 +448,79 @@ async def test_job_that_will_not_resume_joins_its_sums(
     assert [b - a for a, b in pairwise(sums)] == pytest.approx(
         [rain_by_hour[hour] * 25.4 for hour in starts[1:]]
     )
+
+
+async def test_ranges_backfilled_one_after_another_join_without_a_dip(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mock_api: aioresponses
+) -> None:
+    """Days filled oldest first, then again across them, join without a step.
+
+    Each day's oldest hour is dry: its change must be exactly zero, not a
+    rounding error below.
+    """
+    end = _hour_start(dt_util.utcnow())
+    first = end - timedelta(days=6)
+    records = _records(first - HOUR, end)
+    for record in records:
+        # Rain falls only in the evening hours (UTC), and then in odd amounts.
+        moment = dt_util.utc_from_timestamp(record["dateutc"] / 1000)
+        evening = max(0, moment.hour - 17) * 12 + moment.minute // 5
+        record["dailyrainin"] = round(0.013 * evening, 3) if moment.hour > 17 else 0.0
+    mock_api.get(HISTORY_URL, callback=History(records).serve, repeat=True)
+
+    for day in reversed(range(6)):
+        job_end = end - timedelta(days=day)
+        data = {
+            "start": (job_end - timedelta(days=1)).isoformat(),
+            "end": job_end.isoformat(),
+        }
+        assert (await _backfill(hass, data))["status"] == "completed"
+    # Filled again across the joins: only rounding may move the sums.
+    for hours in (1, 13):
+        data = {
+            "start": (end - timedelta(days=5, hours=hours)).isoformat(),
+            "end": (end - timedelta(days=1, hours=hours)).isoformat(),
+        }
+        assert (await _backfill(hass, data))["status"] == "completed"
+
+    rain = _entity_id(hass, "dailyrainin")
+    rows = (await _statistics(hass, first, {rain}))[rain]
+    assert len(rows) == 6 * 24
+    changes = [b["sum"] - a["sum"] for a, b in pairwise(rows)]
+    assert min(changes) >= 0
+    rain_by_hour = _hourly_rain(records)
+    starts = [dt_util.utc_from_timestamp(row["start"]) for row in rows]
+    assert changes == pytest.approx(
+        [rain_by_hour.get(hour, 0.0) * 25.4 for hour in starts[1:]]
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "running_sum"),
+    [
+        # Plain subtraction puts 0.2999999999999998 after 0.3: a negative change.
+        (0.3, 0.3 - 3.9624),
+        (1.1, 1.1 - 7.5946),
+        (5.0, 12.5),
+        # A hair below the row before: still moved.
+        (2.0, 2.0 - 1e-12),
+    ],
+)
+def test_join_never_leaves_the_oldest_hour_below_the_row_before(
+    before: float, running_sum: float
+) -> None:
+    """The join's adjustment, added in floating point, reaches the row before."""
+    adjustment = _join_adjustment(before, running_sum)
+
+    assert adjustment is not None
+    assert running_sum + adjustment >= before
+    assert adjustment == pytest.approx(before - running_sum, rel=1e-12, abs=1e-12)
+
+
+def test_join_leaves_sums_already_in_place() -> None:
+    """A job run again lands where it was, or a rounding error above: no move."""
+    assert _join_adjustment(4.2, 4.2) is None
+    assert _join_adjustment(4.2, 4.2 + 1e-12) is None
 
 
 @pytest.mark.parametrize(("gap_fill", "jobs"), [(True, 1), (False, 0)])
