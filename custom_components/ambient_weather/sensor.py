@@ -258,7 +258,11 @@ class AmbientBackfillSensorEntity(AmbientEntity, RestoreSensor):
                 "estimated_end": (dt_util.utcnow() + remaining).isoformat(),
             }
         if (outcome := self._manager.outcomes.get(self._mac)) is not None:
-            return _job_attributes(outcome.state) | {
+            attributes = _job_attributes(outcome.state)
+            if outcome.status == "completed":
+                # The plan counts a page per day; the history may take fewer.
+                attributes["pages_total"] = outcome.state.pages_done
+            return attributes | {
                 "status": outcome.status,
                 "ended": outcome.ended.isoformat(),
             }

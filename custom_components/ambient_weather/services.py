@@ -26,6 +26,7 @@ SERVICE_CANCEL_BACKFILL = "cancel_backfill"
 ATTR_DAYS = "days"
 ATTR_START = "start"
 ATTR_END = "end"
+MAX_DAYS = 3650
 
 _DEVICE_IDS = probatio.All(cv.ensure_list, [cv.string])
 BACKFILL_SCHEMA = probatio.All(
@@ -33,7 +34,7 @@ BACKFILL_SCHEMA = probatio.All(
         {
             probatio.Optional(ATTR_DEVICE_ID): _DEVICE_IDS,
             probatio.Exclusive(ATTR_DAYS, "range"): probatio.All(
-                probatio.Coerce(int), probatio.Range(min=1, max=3650)
+                probatio.Coerce(int), probatio.Range(min=1, max=MAX_DAYS)
             ),
             probatio.Exclusive(ATTR_START, "range"): cv.datetime,
             probatio.Optional(ATTR_END): cv.datetime,
@@ -109,15 +110,25 @@ def _time_range(data: dict[str, Any]) -> tuple[datetime, datetime]:
         start = end - timedelta(days=data[ATTR_DAYS])
     else:
         start = dt_util.as_utc(data[ATTR_START])
-    if start >= min(end, now):
+    end = min(end, now)
+    if start >= end:
         raise ServiceValidationError(
             translation_domain=DOMAIN, translation_key="invalid_range"
         )
-    return start, min(end, now)
+    if end - start > timedelta(days=MAX_DAYS):
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key="range_too_long",
+            translation_placeholders={"days": str(MAX_DAYS)},
+        )
+    return start, end
 
 
 def _stations(hass: HomeAssistant, device_ids: list[str] | None) -> list[_Station]:
-    """Return the loaded entry, MAC and device id of each chosen station."""
+    """Return the loaded entry, MAC and device id of each chosen station.
+
+    No device ids, or an empty list, choose every station.
+    """
     device_registry = dr.async_get(hass)
     entries: list[AmbientConfigEntry] = hass.config_entries.async_loaded_entries(DOMAIN)
     stations: list[_Station] = []
@@ -128,7 +139,7 @@ def _stations(hass: HomeAssistant, device_ids: list[str] | None) -> list[_Statio
             )
             if device is not None:
                 stations.append((entry, mac, device.id))
-    if device_ids is None:
+    if not device_ids:
         return stations
     chosen = [station for station in stations if station[2] in device_ids]
     if unknown := set(device_ids) - {station[2] for station in chosen}:

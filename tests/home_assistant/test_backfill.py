@@ -318,13 +318,14 @@ async def test_backfill_rejects_bad_fields(
     ("data", "translation_key"),
     [
         ({"start": "2999-01-01T00:00:00"}, "invalid_range"),
+        ({"start": "2000-01-01T00:00:00"}, "range_too_long"),
         ({"days": 1, "device_id": "not-a-station"}, "unknown_station"),
     ],
 )
 async def test_backfill_rejects_bad_requests(
     hass: HomeAssistant, data: dict[str, Any], translation_key: str
 ) -> None:
-    """A range in the future or an unknown station is refused with a reason."""
+    """A range in the future or too long, or an unknown station, is refused."""
     with pytest.raises(ServiceValidationError) as err:
         await hass.services.async_call(DOMAIN, "backfill", data, blocking=True)
     assert err.value.translation_key == translation_key

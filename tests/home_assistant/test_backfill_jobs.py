@@ -243,6 +243,25 @@ async def test_backfill_twice_changes_nothing(
             )
 
 
+async def test_completed_job_shows_the_pages_it_took(
+    hass: HomeAssistant, init_integration: MockConfigEntry, mock_api: aioresponses
+) -> None:
+    """A station recording every 10 minutes fills a day in one page, not two."""
+    end = _hour_start(dt_util.utcnow())
+    history = History(_records(end - timedelta(days=2), end)[::2])
+    mock_api.get(HISTORY_URL, callback=history.serve, repeat=True)
+
+    event = await _backfill(hass, {"days": 1})
+
+    assert event["status"] == "completed"
+    assert history.requests == 1
+    progress = hass.states.get(_entity_id(hass, "backfill_progress"))
+    assert progress is not None
+    assert progress.state == "100.0"
+    assert progress.attributes["pages_done"] == 1
+    assert progress.attributes["pages_total"] == 1
+
+
 async def test_second_backfill_of_a_station_is_refused(
     hass: HomeAssistant, init_integration: MockConfigEntry, mock_api: aioresponses
 ) -> None:
@@ -296,7 +315,12 @@ async def test_backfill_answers_with_its_plan(
     response = await hass.services.async_call(
         DOMAIN,
         "backfill",
-        {"start": (end - timedelta(days=10)).isoformat(), "end": end.isoformat()},
+        # An empty list of stations, as YAML may give, means all of them.
+        {
+            "start": (end - timedelta(days=10)).isoformat(),
+            "end": end.isoformat(),
+            "device_id": [],
+        },
         blocking=True,
         return_response=True,
     )
