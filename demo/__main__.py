@@ -13,6 +13,7 @@ API never had to answer 429.
 import argparse
 import asyncio
 from dataclasses import dataclass
+import fcntl
 import logging
 import os
 from pathlib import Path
@@ -370,6 +371,14 @@ async def run(args: argparse.Namespace) -> int:
         say(f"demo: port {args.port} on 127.0.0.1 is in use; pass --port")
         return 2
     DEMO_DIR.mkdir(exist_ok=True)
+    # Each run starts from an empty config directory: a second demo from the
+    # same clone would delete the first one's database under it.
+    lock = (DEMO_DIR / ".lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        say("demo: another demo of this clone is running; stop it first")
+        return 2
     (DEMO_DIR / ".gitignore").write_text("*\n")
     logging.basicConfig(
         filename=DEMO_DIR / "local_api.log",
