@@ -500,8 +500,11 @@ def _join_adjustment(before: float, running_sum: float) -> float | None:
     adjustment = before - running_sum
     if -SUM_TOLERANCE <= adjustment <= 0:
         return None
+    # A step no smaller than the last bit of any of the three: each one moves
+    # the sum up, so this ends within a step or two.
+    step = math.ulp(max(abs(before), abs(running_sum), abs(adjustment)))
     while running_sum + adjustment < before:
-        adjustment = math.nextafter(adjustment, math.inf)
+        adjustment += step
     return adjustment
 
 

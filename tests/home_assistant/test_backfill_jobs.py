@@ -528,6 +528,8 @@ async def test_ranges_backfilled_one_after_another_join_without_a_dip(
         (5.0, 12.5),
         # A hair below the row before: still moved.
         (2.0, 2.0 - 1e-12),
+        # Large sums, a small move.
+        (1234567.891, 1234567.891 - 1e-7),
     ],
 )
 def test_join_never_leaves_the_oldest_hour_below_the_row_before(
