@@ -90,6 +90,22 @@ def _serve(records: list[dict[str, Any]]) -> Any:
     return callback
 
 
+def _serve_two_hours(mock_api: aioresponses) -> datetime:
+    """Serve `_history` from four hours ago; return its first hour."""
+    first_hour = dt_util.utcnow().replace(minute=0, second=0, microsecond=0)
+    first_hour -= timedelta(hours=4)
+    mock_api.get(HISTORY_URL, callback=_serve(_history(first_hour)), repeat=True)
+    return first_hour
+
+
+async def _backfill_one_day(hass: HomeAssistant) -> None:
+    """Back fill the last day and wait until the recorder has it."""
+    await hass.async_block_till_done()
+    await hass.services.async_call(DOMAIN, "backfill", {"days": 1}, blocking=True)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await async_wait_recording_done(hass)
+
+
 def _entity_id(hass: HomeAssistant, field: str, mac: str = MAC) -> str:
     """Return the entity id of a station field."""
     entity_id = er.async_get(hass).async_get_entity_id(
@@ -121,14 +137,10 @@ async def test_backfill_writes_hourly_statistics(
     mock_api: aioresponses,
 ) -> None:
     """Two hours of records become two rows per sensor, computed by hand here."""
-    first_hour = dt_util.utcnow().replace(minute=0, second=0, microsecond=0)
-    first_hour -= timedelta(hours=4)
-    mock_api.get(HISTORY_URL, callback=_serve(_history(first_hour)), repeat=True)
+    first_hour = _serve_two_hours(mock_api)
     events = async_capture_events(hass, EVENT_BACKFILL_FINISHED)
 
-    await hass.services.async_call(DOMAIN, "backfill", {"days": 1}, blocking=True)
-    await hass.async_block_till_done(wait_background_tasks=True)
-    await async_wait_recording_done(hass)
+    await _backfill_one_day(hass)
 
     assert len(events) == 1
     event = events[0].data
@@ -178,15 +190,8 @@ async def test_backfill_metadata_matches_the_recorder(
     mock_api: aioresponses,
 ) -> None:
     """Imported statistics carry the unit, unit class and mean type of the entity."""
-    first_hour = dt_util.utcnow().replace(minute=0, second=0, microsecond=0)
-    mock_api.get(
-        HISTORY_URL,
-        callback=_serve(_history(first_hour - timedelta(hours=3))),
-        repeat=True,
-    )
-    await hass.services.async_call(DOMAIN, "backfill", {"days": 1}, blocking=True)
-    await hass.async_block_till_done(wait_background_tasks=True)
-    await async_wait_recording_done(hass)
+    _serve_two_hours(mock_api)
+    await _backfill_one_day(hass)
 
     ids = {_entity_id(hass, f) for f in ("tempf", "dailyrainin", "winddir")}
     metadata = await get_instance(hass).async_add_executor_job(
@@ -214,9 +219,7 @@ async def test_backfill_keeps_statistics_in_their_unit(
     The recorder does the same: it converts states to the unit a statistic was
     first kept in, and the frontend shows the rows in the sensor's unit.
     """
-    first_hour = dt_util.utcnow().replace(minute=0, second=0, microsecond=0)
-    first_hour -= timedelta(hours=4)
-    mock_api.get(HISTORY_URL, callback=_serve(_history(first_hour)), repeat=True)
+    first_hour = _serve_two_hours(mock_api)
     temperature = _entity_id(hass, "tempf")
     rain = _entity_id(hass, "dailyrainin")
     registry = er.async_get(hass)
@@ -260,9 +263,7 @@ async def test_backfill_skips_statistics_kept_in_a_foreign_unit(
     mock_api: aioresponses,
 ) -> None:
     """Statistics in a unit the station's values cannot become are left alone."""
-    first_hour = dt_util.utcnow().replace(minute=0, second=0, microsecond=0)
-    first_hour -= timedelta(hours=4)
-    mock_api.get(HISTORY_URL, callback=_serve(_history(first_hour)), repeat=True)
+    first_hour = _serve_two_hours(mock_api)
     humidity = _entity_id(hass, "humidity")
     # As if the entity id once belonged to a sensor counted in per mille.
     foreign = StatisticMetaData(
@@ -285,14 +286,6 @@ async def test_backfill_skips_statistics_kept_in_a_foreign_unit(
     assert events[0].data["skipped"] == [humidity]
     rows = await _statistics(hass, first_hour, {humidity})
     assert [r["mean"] for r in rows[humidity]] == [500.0]
-
-
-async def _backfill_one_day(hass: HomeAssistant) -> None:
-    """Back fill the last day and wait until the recorder has it."""
-    await hass.async_block_till_done()
-    await hass.services.async_call(DOMAIN, "backfill", {"days": 1}, blocking=True)
-    await hass.async_block_till_done(wait_background_tasks=True)
-    await async_wait_recording_done(hass)
 
 
 @pytest.mark.usefixtures("init_integration")
