@@ -29,14 +29,15 @@ ATTR_END = "end"
 MAX_DAYS = 3650
 
 _DEVICE_IDS = probatio.All(cv.ensure_list, [cv.string])
+_EITHER = "give either days or start, not both"
 BACKFILL_SCHEMA = probatio.All(
     probatio.Schema(
         {
             probatio.Optional(ATTR_DEVICE_ID): _DEVICE_IDS,
-            probatio.Exclusive(ATTR_DAYS, "range"): probatio.All(
+            probatio.Exclusive(ATTR_DAYS, "range", msg=_EITHER): probatio.All(
                 probatio.Coerce(int), probatio.Range(min=1, max=MAX_DAYS)
             ),
-            probatio.Exclusive(ATTR_START, "range"): cv.datetime,
+            probatio.Exclusive(ATTR_START, "range", msg=_EITHER): cv.datetime,
             probatio.Optional(ATTR_END): cv.datetime,
         }
     ),
