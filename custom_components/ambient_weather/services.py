@@ -30,12 +30,23 @@ MAX_DAYS = 3650
 
 _DEVICE_IDS = probatio.All(cv.ensure_list, [cv.string])
 _EITHER = "give either days or start, not both"
+
+
+def _whole_number(value: Any) -> Any:
+    """Refuse a fraction or a boolean, which int() would quietly truncate."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise probatio.Invalid("expected a whole number of days")
+    return value
+
+
 BACKFILL_SCHEMA = probatio.All(
     probatio.Schema(
         {
             probatio.Optional(ATTR_DEVICE_ID): _DEVICE_IDS,
             probatio.Exclusive(ATTR_DAYS, "range", msg=_EITHER): probatio.All(
-                probatio.Coerce(int), probatio.Range(min=1, max=MAX_DAYS)
+                _whole_number,
+                probatio.Coerce(int),
+                probatio.Range(min=1, max=MAX_DAYS),
             ),
             probatio.Exclusive(ATTR_START, "range", msg=_EITHER): cv.datetime,
             probatio.Optional(ATTR_END): cv.datetime,

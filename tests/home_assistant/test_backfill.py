@@ -294,6 +294,8 @@ async def test_backfill_skips_statistics_kept_in_a_foreign_unit(
     [
         ({"days": 0}, "at least 1"),
         ({"days": 3651}, "at most 3650"),
+        ({"days": 1.5}, "whole number"),
+        ({"days": True}, "whole number"),
         ({}, "at least one of"),
         ({"days": 2, "start": "2026-01-01T00:00:00"}, "either days or start"),
     ],
