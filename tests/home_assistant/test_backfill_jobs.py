@@ -488,8 +488,8 @@ async def test_ranges_backfilled_one_after_another_join_without_a_dip(
     for record in records:
         # Rain falls only in the evening hours (UTC), and then in odd amounts.
         moment = dt_util.utc_from_timestamp(record["dateutc"] / 1000)
-        evening = max(0, moment.hour - 17) * 12 + moment.minute // 5
-        record["dailyrainin"] = round(0.013 * evening, 3) if moment.hour > 17 else 0.0
+        steps = (moment.hour - 17) * 12 + moment.minute // 5
+        record["dailyrainin"] = round(0.013 * steps, 3) if moment.hour > 17 else 0.0
     mock_api.get(HISTORY_URL, callback=History(records).serve, repeat=True)
 
     for day in reversed(range(6)):
