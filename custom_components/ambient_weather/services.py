@@ -123,7 +123,9 @@ def _time_range(data: dict[str, Any]) -> tuple[datetime, datetime]:
     else:
         start = dt_util.as_utc(data[ATTR_START])
     end = min(end, now)
-    if start >= end:
+    # Jobs cover whole UTC hours from the one holding `start` to the one
+    # holding `end`, which they leave out.
+    if _hour(start) >= _hour(end):
         raise ServiceValidationError(
             translation_domain=DOMAIN, translation_key="invalid_range"
         )
@@ -134,6 +136,11 @@ def _time_range(data: dict[str, Any]) -> tuple[datetime, datetime]:
             translation_placeholders={"days": str(MAX_DAYS)},
         )
     return start, end
+
+
+def _hour(moment: datetime) -> datetime:
+    """Return the start of the hour holding a moment."""
+    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def _stations(hass: HomeAssistant, device_ids: list[str] | None) -> list[_Station]:

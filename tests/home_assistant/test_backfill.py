@@ -5,6 +5,7 @@ import math
 from typing import Any
 
 from aioresponses import CallbackResult, aioresponses
+from freezegun.api import FrozenDateTimeFactory
 import probatio
 import pytest
 from yarl import URL
@@ -324,6 +325,19 @@ async def test_backfill_rejects_bad_requests(
     with pytest.raises(ServiceValidationError) as err:
         await hass.services.async_call(DOMAIN, "backfill", data, blocking=True)
     assert err.value.translation_key == translation_key
+
+
+@pytest.mark.usefixtures("init_integration")
+async def test_backfill_within_the_current_hour_is_refused(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory
+) -> None:
+    """No hour has ended since the start: the recorder fills the current one."""
+    freezer.move_to("2026-12-04 08:40:00+00:00")
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN, "backfill", {"start": "2026-12-04T08:05:00+00:00"}, blocking=True
+        )
+    assert err.value.translation_key == "invalid_range"
 
 
 async def test_backfill_outage_fails_the_job_without_leaking_keys(
