@@ -412,7 +412,7 @@ async def _async_target(
         unit_class=_unit_class(description, unit),
         unit_of_measurement=unit,
     )
-    limit, running_sum = await _async_limit(hass, entity, end)
+    limit, running_sum = await _async_limit(hass, entity, metadata, end)
     return _Target(
         key=description.key,
         kind=kind,
@@ -424,7 +424,10 @@ async def _async_target(
 
 
 async def _async_limit(
-    hass: HomeAssistant, entity: er.RegistryEntry, end: datetime
+    hass: HomeAssistant,
+    entity: er.RegistryEntry,
+    metadata: StatisticMetaData,
+    end: datetime,
 ) -> tuple[datetime, float]:
     """Return the first hour to leave alone and the recorder's sum before it."""
     hour_created = entity.created_at.replace(minute=0, second=0, microsecond=0)
@@ -441,13 +444,21 @@ async def _async_limit(
     if rows[0]["start"] < limit.timestamp():
         return limit, rows[0].get("sum") or 0.0
     # The range ends before the newest row: anchor on the row before it.
-    return limit, await _async_sum_before(hass, entity.entity_id, limit)
+    return limit, await _async_sum_before(hass, metadata, limit)
 
 
 async def _async_sum_before(
-    hass: HomeAssistant, statistic_id: str, moment: datetime
+    hass: HomeAssistant, metadata: StatisticMetaData, moment: datetime
 ) -> float:
-    """Return the sum of the newest hourly row before a moment, or 0."""
+    """Return the sum of the newest hourly row before a moment, or 0.
+
+    The sum is in the statistic's own unit, not the unit the sensor shows now.
+    """
+    statistic_id = metadata["statistic_id"]
+    unit_class = metadata["unit_class"]
+    units = (
+        None if unit_class is None else {unit_class: metadata["unit_of_measurement"]}
+    )
     rows = await get_instance(hass).async_add_executor_job(
         statistics_during_period,
         hass,
@@ -455,7 +466,7 @@ async def _async_sum_before(
         moment,
         {statistic_id},
         "hour",
-        None,
+        units,
         {"sum"},
     )
     before = rows.get(statistic_id, [])
@@ -478,7 +489,7 @@ async def _async_join_sums(hass: HomeAssistant, targets: list[_Target]) -> None:
         if target.oldest is None:
             continue
         statistic_id = target.metadata["statistic_id"]
-        before = await _async_sum_before(hass, statistic_id, target.oldest)
+        before = await _async_sum_before(hass, target.metadata, target.oldest)
         if (adjustment := _join_adjustment(before, target.running_sum)) is not None:
             recorder.async_adjust_statistics(
                 statistic_id,

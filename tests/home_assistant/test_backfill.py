@@ -258,6 +258,43 @@ async def test_backfill_keeps_statistics_in_their_unit(
     assert [row["mean"] for row in shown[temperature]] == pytest.approx([55.5, 68])
 
 
+async def test_backfill_after_a_unit_change_joins_sums_in_their_unit(
+    hass: HomeAssistant,
+    init_integration: MockConfigEntry,
+    mock_api: aioresponses,
+) -> None:
+    """A range after older statistics joins them in their unit, not the shown one."""
+    first_hour = _serve_two_hours(mock_api)
+    second_hour = first_hour + timedelta(hours=1)
+    rain = _entity_id(hass, "dailyrainin")
+    await _backfill_one_day(hass)
+    er.async_get(hass).async_update_entity_options(
+        rain, "sensor", {"unit_of_measurement": "in"}
+    )
+
+    # Only the second hour again: it joins the first hour's sum, 0.2 in, which
+    # is kept as 5.08 mm.
+    await hass.services.async_call(
+        DOMAIN, "backfill", {"start": second_hour.isoformat()}, blocking=True
+    )
+    await hass.async_block_till_done(wait_background_tasks=True)
+    await async_wait_recording_done(hass)
+
+    kept = await get_instance(hass).async_add_executor_job(
+        statistics_during_period,
+        hass,
+        first_hour,
+        None,
+        {rain},
+        "hour",
+        {"distance": "mm"},
+        {"sum"},
+    )
+    assert [row["sum"] for row in kept[rain]] == pytest.approx(
+        [0.2 * MM_PER_INCH, 0.4 * MM_PER_INCH]
+    )
+
+
 async def test_backfill_skips_statistics_kept_in_a_foreign_unit(
     hass: HomeAssistant,
     init_integration: MockConfigEntry,
