@@ -16,7 +16,8 @@ backwards, page by page, from the recorder's own sum at the first hour left to
 it; when the job completes, one adjustment joins them to the row before the
 range. Then every imported hour's change is that hour's rain, the first one
 included, the recorder's rows keep their change, and its next compile continues
-without a step. A job that fails or is cancelled for good is joined the same way
+without a step (a sensor it has not compiled yet gets a 5-minute row to go on
+from). A job that fails or is cancelled for good is joined the same way
 over the hours it imported; one stopped to resume later is joined when it ends.
 """
 
@@ -30,6 +31,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from homeassistant.components.recorder import get_instance
+from homeassistant.components.recorder.db_schema import StatisticsShortTerm
 from homeassistant.components.recorder.models import (
     StatisticData,
     StatisticMeanType,
@@ -38,6 +40,7 @@ from homeassistant.components.recorder.models import (
 from homeassistant.components.recorder.statistics import (
     STATISTIC_UNIT_TO_UNIT_CONVERTER,
     async_import_statistics,
+    get_last_short_term_statistics,
     get_last_statistics,
     get_metadata,
     statistics_during_period,
@@ -80,6 +83,10 @@ PAGES_BEFORE_START = 2
 STATISTICS_LOOKBACK_DAYS = 3650
 SUM_TOLERANCE = 1e-9
 HOUR = timedelta(hours=1)
+SHORT_TERM = timedelta(minutes=5)
+# The recorder queues the compile of a 5-minute period, and of the hour it
+# closes, 10 s after it ends; a row written into that period must come after.
+COMPILE_QUEUED = timedelta(seconds=30)
 # Failures worth another try of the same page.
 _RETRIED = (
     AmbientServerError,
@@ -230,6 +237,7 @@ class BackfillWorker:
         hours = folder.finish()
         state.records = records_before + folder.taken
         self._import(targets, hours)
+        self._wait_for_compiles(targets)
         self._bridge(_async_join_sums(self.hass, targets))
 
     async def async_join_sums(self) -> None:
@@ -263,6 +271,22 @@ class BackfillWorker:
         except QueueCancelledError:
             raise BackfillCancelledError from None
         return page
+
+    def _wait_for_compiles(self, targets: list[_Target]) -> None:
+        """Wait, where a stop can reach it, until the join has nothing to wait for.
+
+        The join may write a 5-minute row at the end of the hour before a
+        counter's limit (see `_async_seed_short_term`); that hour's compile must
+        be queued first. Only a job ending in the first seconds after an hour
+        waits, for at most COMPILE_QUEUED.
+        """
+        limits = [t.limit for t in targets if t.oldest is not None]
+        if not limits:
+            return
+        ready = max(limits) + COMPILE_QUEUED
+        while (now := dt_util.utcnow()) < ready:
+            if self._cancel.wait(min((ready - now).total_seconds(), 0.5)):
+                raise BackfillCancelledError
 
     def _bridge[T](self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on Home Assistant's loop and wait for it, bounded."""
@@ -490,6 +514,8 @@ async def _async_join_sums(hass: HomeAssistant, targets: list[_Target]) -> None:
             continue
         statistic_id = target.metadata["statistic_id"]
         before = await _async_sum_before(hass, target.metadata, target.oldest)
+        # Queued before the adjustment, so that it moves the seed too.
+        await _async_seed_short_term(hass, target.metadata)
         if (adjustment := _join_adjustment(before, target.running_sum)) is not None:
             recorder.async_adjust_statistics(
                 statistic_id,
@@ -498,6 +524,44 @@ async def _async_join_sums(hass: HomeAssistant, targets: list[_Target]) -> None:
                 target.metadata["unit_of_measurement"] or "",
             )
     await recorder.async_block_till_done()
+
+
+async def _async_seed_short_term(
+    hass: HomeAssistant, metadata: StatisticMetaData
+) -> None:
+    """Give the recorder's first compile of a counter a sum to continue from.
+
+    The recorder continues a sensor's sum from its newest 5-minute row. A sensor
+    backfilled before its first compile has none, and that compile would start
+    again from zero: an hour showing the whole history's rain as negative. A
+    5-minute row closing the newest hour, with that hour's state and sum, lets
+    the recorder go on from there. The row lies in an hour the recorder has
+    compiled, or queued the compile of, so it collides with nothing. The
+    statistics module imports hourly rows only, so the row goes to the
+    recorder's own import task, which takes the 5-minute table too.
+    """
+    recorder = get_instance(hass)
+    statistic_id = metadata["statistic_id"]
+    short_term = await recorder.async_add_executor_job(
+        get_last_short_term_statistics, hass, 1, statistic_id, False, {"sum"}
+    )
+    if short_term.get(statistic_id):
+        return
+    hourly = await recorder.async_add_executor_job(
+        get_last_statistics, hass, 1, statistic_id, False, {"state", "sum"}
+    )
+    if not (rows := hourly.get(statistic_id)):
+        return
+    newest = rows[0]
+    if (state := newest.get("state")) is None or (total := newest.get("sum")) is None:
+        return
+    end = dt_util.utc_from_timestamp(newest["start"]) + HOUR
+    # Only a join on the loop, of a job that will not resume, can get here
+    # early; a worker waited in its thread.
+    if (early := end + COMPILE_QUEUED - dt_util.utcnow()) > timedelta(0):
+        await asyncio.sleep(early.total_seconds())
+    seed = StatisticData(start=end - SHORT_TERM, state=state, sum=total)
+    recorder.async_import_statistics(metadata, [seed], StatisticsShortTerm)
 
 
 def _join_adjustment(before: float, running_sum: float) -> float | None:

@@ -12,10 +12,12 @@ from freezegun.api import FrozenDateTimeFactory
 import pytest
 from yarl import URL
 
+from homeassistant.components.recorder import get_instance
 from homeassistant.const import EVENT_HOMEASSISTANT_STARTED
-from homeassistant.core import CoreState, HomeAssistant
+from homeassistant.core import CoreState, HomeAssistant, callback
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.event import async_track_utc_time_change
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
@@ -207,6 +209,70 @@ async def test_backfill_respects_the_recorders_hours(
     await _compile_hour(hass, first_hour + 2 * HOUR)
     after = await _statistics(hass, first_hour + 2 * HOUR, {rain})
     assert after[rain][0]["sum"] - sums[-1] == pytest.approx(0.0)
+
+
+# Created well into an hour, or as it begins: a job that ends then ends before
+# the recorder has even queued the compile of the hour before.
+@pytest.mark.parametrize("enable_statistics", [True])
+@pytest.mark.parametrize("into_hour", [timedelta(minutes=20), timedelta(0)])
+async def test_new_sensors_first_compile_continues_the_backfilled_sums(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    mock_api: aioresponses,
+    freezer: FrozenDateTimeFactory,
+    caplog: pytest.LogCaptureFixture,
+    into_hour: timedelta,
+) -> None:
+    """A backfill done before the recorder's first compile of a sensor joins it.
+
+    The recorder starts a sensor's sums from its newest 5-minute row; with none
+    it would start again from zero, an hour of negative rain after the history.
+    """
+    created = _hour_start(dt_util.utcnow()) + into_hour
+    freezer.move_to(created)
+
+    @callback
+    def _compile(now: datetime) -> None:
+        get_instance(hass).async_periodic_statistics()
+
+    # The recorder's 5-minute compiles (`enable_statistics`), each queued 10 s
+    # after its period as the recorder does, but on the test's clock.
+    unsubscribe = async_track_utc_time_change(
+        hass, _compile, minute=range(0, 60, 5), second=10
+    )
+    mock_config_entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(
+        mock_config_entry, options={CONF_GAP_FILL: False}
+    )
+    await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    records = _records(created - 6 * HOUR, created)
+    mock_api.get(HISTORY_URL, callback=History(records).serve, repeat=True)
+    event = await _backfill(hass, {"days": 1}, freezer)
+    assert event["status"] == "completed", event.get("error")
+    # Past the recorder's compile of the hour before the sensor, if the job
+    # ended before it: that compile must find no row of ours to insert again.
+    freezer.tick(timedelta(seconds=30))
+    async_fire_time_changed(hass)
+    await async_wait_recording_done(hass)
+    unsubscribe()
+    assert "duplicated" not in caplog.text
+
+    first_hour = _hour_start(created)
+    freezer.move_to(first_hour + HOUR + timedelta(minutes=1))
+    await _compile_hour(hass, first_hour)
+
+    rain = _entity_id(hass, "dailyrainin")
+    rows = (await _statistics(hass, first_hour - 2 * HOUR, {rain}))[rain]
+    starts = [dt_util.utc_from_timestamp(row["start"]) for row in rows]
+    assert starts == [first_hour - 2 * HOUR, first_hour - HOUR, first_hour]
+    imported, last_imported, compiled = (row["sum"] for row in rows)
+    assert last_imported - imported == pytest.approx(
+        _hourly_rain(records)[first_hour - HOUR] * 25.4
+    )
+    # The sensor shows 0 in, a reset from the last record's daily rain, which
+    # the recorder counts as no rain: its first hour adds nothing.
+    assert compiled - last_imported == pytest.approx(0.0)
 
 
 async def test_backfill_twice_changes_nothing(
