@@ -105,14 +105,19 @@ class History:
         return CallbackResult(payload=page)
 
 
+def _rain_between(older: float, newer: float) -> float:
+    """Return the rain from one daily-rain value to the next (resets count from 0)."""
+    return newer if newer < 0.9 * older else max(newer - older, 0.0)
+
+
 def _hourly_rain(records: list[dict[str, Any]]) -> dict[datetime, float]:
-    """Return each hour's rain, from consecutive records (resets count from 0)."""
+    """Return each hour's rain, from consecutive records."""
     rain: dict[datetime, float] = {}
     ordered = sorted(records, key=lambda r: r["dateutc"])
     for older, newer in pairwise(ordered):
-        a, b = older["dailyrainin"], newer["dailyrainin"]
         hour = _hour_start(dt_util.utc_from_timestamp(newer["dateutc"] / 1000))
-        rain[hour] = rain.get(hour, 0.0) + (b if b < 0.9 * a else max(b - a, 0.0))
+        change = _rain_between(older["dailyrainin"], newer["dailyrainin"])
+        rain[hour] = rain.get(hour, 0.0) + change
     return rain
 
 
@@ -212,16 +217,24 @@ async def test_backfill_respects_the_recorders_hours(
 
 
 # Created well into an hour, or as it begins: a job that ends then ends before
-# the recorder has even queued the compile of the hour before.
+# the recorder has even queued the compile of the hour before. The sensor shows
+# either a reset (the console's new day) or 0.05 in more than the last record.
 @pytest.mark.parametrize("enable_statistics", [True])
-@pytest.mark.parametrize("into_hour", [timedelta(minutes=20), timedelta(0)])
+@pytest.mark.parametrize(
+    ("into_hour", "more_rain"),
+    [
+        (timedelta(minutes=20), None),
+        (timedelta(0), None),
+        (timedelta(minutes=20), 0.05),
+    ],
+)
 async def test_new_sensors_first_compile_continues_the_backfilled_sums(
     hass: HomeAssistant,
     mock_config_entry: MockConfigEntry,
-    mock_api: aioresponses,
     freezer: FrozenDateTimeFactory,
     caplog: pytest.LogCaptureFixture,
     into_hour: timedelta,
+    more_rain: float | None,
 ) -> None:
     """A backfill done before the recorder's first compile of a sensor joins it.
 
@@ -230,6 +243,10 @@ async def test_new_sensors_first_compile_continues_the_backfilled_sums(
     """
     created = _hour_start(dt_util.utcnow()) + into_hour
     freezer.move_to(created)
+    records = _records(created - 6 * HOUR, created)
+    devices = load_fixture("devices.json")
+    shown = 0.0 if more_rain is None else records[-1]["dailyrainin"] + more_rain
+    devices[0]["lastData"]["dailyrainin"] = shown
 
     @callback
     def _compile(now: datetime) -> None:
@@ -240,21 +257,22 @@ async def test_new_sensors_first_compile_continues_the_backfilled_sums(
     unsubscribe = async_track_utc_time_change(
         hass, _compile, minute=range(0, 60, 5), second=10
     )
-    mock_config_entry.add_to_hass(hass)
-    hass.config_entries.async_update_entry(
-        mock_config_entry, options={CONF_GAP_FILL: False}
-    )
-    await hass.config_entries.async_setup(mock_config_entry.entry_id)
-    await hass.async_block_till_done()
-    records = _records(created - 6 * HOUR, created)
-    mock_api.get(HISTORY_URL, callback=History(records).serve, repeat=True)
-    event = await _backfill(hass, {"days": 1}, freezer)
-    assert event["status"] == "completed", event.get("error")
-    # Past the recorder's compile of the hour before the sensor, if the job
-    # ended before it: that compile must find no row of ours to insert again.
-    freezer.tick(timedelta(seconds=30))
-    async_fire_time_changed(hass)
-    await async_wait_recording_done(hass)
+    with aioresponses() as mocked:
+        mocked.get(DEVICES_URL, payload=devices, repeat=True)
+        mocked.get(HISTORY_URL, callback=History(records).serve, repeat=True)
+        mock_config_entry.add_to_hass(hass)
+        hass.config_entries.async_update_entry(
+            mock_config_entry, options={CONF_GAP_FILL: False}
+        )
+        await hass.config_entries.async_setup(mock_config_entry.entry_id)
+        await hass.async_block_till_done()
+        event = await _backfill(hass, {"days": 1}, freezer)
+        assert event["status"] == "completed", event.get("error")
+        # Past the recorder's compile of the hour before the sensor, if the job
+        # ended before it: that compile must find no row of ours to insert again.
+        freezer.tick(timedelta(seconds=30))
+        async_fire_time_changed(hass)
+        await async_wait_recording_done(hass)
     unsubscribe()
     assert "duplicated" not in caplog.text
 
@@ -270,9 +288,15 @@ async def test_new_sensors_first_compile_continues_the_backfilled_sums(
     assert last_imported - imported == pytest.approx(
         _hourly_rain(records)[first_hour - HOUR] * 25.4
     )
-    # The sensor shows 0 in, a reset from the last record's daily rain, which
-    # the recorder counts as no rain: its first hour adds nothing.
-    assert compiled - last_imported == pytest.approx(0.0)
+    # The recorder's first hour adds the rain from the last record the backfill
+    # took (the sensor's first hour is the recorder's) to what the sensor shows;
+    # after a reset to 0 in, none.
+    last_taken = max(
+        (r for r in records if r["dateutc"] < first_hour.timestamp() * 1000),
+        key=lambda r: r["dateutc"],
+    )
+    expected = _rain_between(last_taken["dailyrainin"], shown)
+    assert compiled - last_imported == pytest.approx(expected * 25.4)
 
 
 async def test_backfill_twice_changes_nothing(
