@@ -117,9 +117,15 @@ def _entity_id(hass: HomeAssistant, field: str, mac: str = MAC) -> str:
 
 
 async def _statistics(
-    hass: HomeAssistant, start: datetime, entity_ids: set[str]
+    hass: HomeAssistant,
+    start: datetime,
+    entity_ids: set[str],
+    units: dict[str, str] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Return the hourly statistics rows of some entities from `start` on."""
+    """Return the hourly statistics rows of some entities from `start` on.
+
+    Values come in each sensor's current unit, or per unit class in `units`.
+    """
     return await get_instance(hass).async_add_executor_job(
         statistics_during_period,
         hass,
@@ -127,7 +133,7 @@ async def _statistics(
         None,
         entity_ids,
         "hour",
-        None,
+        units,
         {"mean", "min", "max", "state", "sum"},
     )
 
@@ -239,15 +245,8 @@ async def test_backfill_keeps_statistics_in_their_unit(
     )
     assert metadata[temperature][1]["unit_of_measurement"] == "°C"
     assert metadata[rain][1]["unit_of_measurement"] == "in"
-    kept = await get_instance(hass).async_add_executor_job(
-        statistics_during_period,
-        hass,
-        first_hour,
-        None,
-        {temperature, rain},
-        "hour",
-        {"temperature": "°C", "distance": "in"},
-        {"mean", "sum"},
+    kept = await _statistics(
+        hass, first_hour, {temperature, rain}, {"temperature": "°C", "distance": "in"}
     )
     assert [row["mean"] for row in kept[temperature]] == pytest.approx(
         [_celsius(55.5), _celsius(68)]
@@ -280,16 +279,7 @@ async def test_backfill_after_a_unit_change_joins_sums_in_their_unit(
     await hass.async_block_till_done(wait_background_tasks=True)
     await async_wait_recording_done(hass)
 
-    kept = await get_instance(hass).async_add_executor_job(
-        statistics_during_period,
-        hass,
-        first_hour,
-        None,
-        {rain},
-        "hour",
-        {"distance": "mm"},
-        {"sum"},
-    )
+    kept = await _statistics(hass, first_hour, {rain}, {"distance": "mm"})
     assert [row["sum"] for row in kept[rain]] == pytest.approx(
         [0.2 * MM_PER_INCH, 0.4 * MM_PER_INCH]
     )
